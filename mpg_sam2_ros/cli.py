@@ -1,0 +1,91 @@
+"""``mpg-sam2``: one console entry point with subcommands (JSON on stdout where a script reads it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument("--config", default=default_config, help="model config name (config/models/NAME.yaml) or a YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set sam2.base=sam2/sam2_hiera_l (repeatable)")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .core.config import load_model_config
+    from .core.modeling import build_model, parameter_counts
+
+    t0 = time.perf_counter()
+    cfg = load_model_config(args.config, args.overrides)
+    # structure only: the counts do not depend on the (skipped) random initialisation
+    model = build_model(cfg, init_weights=False)
+    counts = parameter_counts(model)
+    out = {
+        "config": cfg.name,
+        "source": cfg.source,
+        "sam2_base": cfg.sam2.base,
+        "sam2_image_size": model.image_size,
+        "beit3": {"embed_dim": cfg.beit3.embed_dim, "layers": cfg.beit3.num_layers, "img_size": cfg.beit3.img_size},
+        "parameters": counts,
+        "total_billions": round(counts["total"] / 1e9, 4),
+        "build_seconds": round(time.perf_counter() - t0, 2),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .core.demo import run_demo
+
+    summary = run_demo(
+        config=args.config,
+        overrides=args.overrides,
+        checkpoint=args.checkpoint,
+        input_dir=args.input,
+        text=args.text,
+        out_dir=args.out,
+        window=args.window,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="parameter counts per component (JSON), built on the CPU without weights")
+    _add_model_args(p, "mpg_sam2_l")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="segment the bundled clip (cpu_small, random weights unless --checkpoint)")
+    _add_model_args(p, "cpu_small")
+    p.add_argument("--checkpoint", help="weights: our .safetensors, a release folder, or a .pt with a 'model' entry")
+    p.add_argument("--input", default="assets/demo_clip", help="folder of frames (PNG/JPEG), sorted by name")
+    p.add_argument("--text", default="the red ball moving to the right", help="referring expression")
+    p.add_argument("--out", default="out/demo", help="output folder for PNG masks and summary.json")
+    p.add_argument("--window", type=int, default=8, help="frames of global context (sliding window)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .core.checkpoint import CheckpointError
+    from .core.config import ConfigError
+    from .core.preprocess import FrameError
+    from .core.text import TextError
+
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, FrameError, TextError, FileNotFoundError) as exc:
+        print(f"mpg-sam2 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

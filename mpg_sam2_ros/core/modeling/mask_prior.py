@@ -1,0 +1,125 @@
+"""Mask Prior Generator (paper Sec. 3.3, Eqs. 2-3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+from .attention import AttentionFFNBlock
+
+
+@dataclass
+class MaskPriorOutput:
+    """prior: [B, T, 1, g, g] probabilities M_p (None when the MPG prior is switched off);
+    global_feature: [B, T, N_v, C] global video feature V_g with a temporal sine encoding."""
+
+    prior: torch.Tensor | None
+    global_feature: torch.Tensor
+
+
+class MaskPriorGenerator(nn.Module):
+    """Pseudo-mask priors and the global video feature from BEiT-3 outputs of T frames.
+
+    Eq. 2:  V'     = SA(R(V))                     spatiotemporal self-attention over T x N_v
+            V'_cls = CA(R(V_cls) -> V')           [CLS] -> patch cross-attention
+    Eq. 3:  V_g    = MLP(V' . V'_cls)             global video feature ("Masked")
+            M_p    = sigmoid(MLP(V' . V'_cls))    mask prior at the BEiT-3 patch grid
+
+    As in the released model (whose weights load into this module): the self-attention is a
+    post-norm transformer layer with FFN; the [CLS] interaction is multiplicative,
+    ``V'_cls = V_cls * Attn(V_cls, V', V')``; V'_cls goes through a Linear before the
+    product; the mask producer is one Linear + sigmoid on the product (not on V_g). With
+    ``global_feature="vanilla"`` (Tab. 4) V_g is projected from the raw encoder patches V.
+
+    Arguments:
+      embed_dim: D, BEiT-3 channels.  out_dim: C, SAM 2 channels of V_g.
+      num_heads, ffn_dim, dropout: of the attention layers.
+      self_attention: S_si on/off.  cross_attention: S_ci on/off.  (Tab. 4)
+      produce_prior: emit M_p (MPG on/off, Tab. 3).
+      global_feature: "masked" or "vanilla".
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        out_dim: int,
+        num_heads: int = 8,
+        ffn_dim: int | None = None,
+        dropout: float = 0.1,
+        self_attention: bool = True,
+        cross_attention: bool = True,
+        produce_prior: bool = True,
+        global_feature: str = "masked",
+    ) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.global_feature_kind = global_feature
+        self.spatiotemporal = (
+            AttentionFFNBlock(dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim or 4 * embed_dim, dropout=dropout)
+            if self_attention
+            else None
+        )
+        self.cls_attention = nn.MultiheadAttention(embed_dim, num_heads) if cross_attention else None
+        self.cls_proj = nn.Linear(embed_dim, embed_dim)
+        self.mask_head = nn.Linear(embed_dim, 1) if produce_prior else None
+        self.global_proj = nn.Linear(embed_dim, out_dim)
+
+    def temporal_encoding(self, positions: torch.Tensor) -> torch.Tensor:
+        """[T] frame positions -> [T, C] sine encoding added to V_g (as the released model)."""
+        return get_1d_sine_pe(positions.float(), dim=self.out_dim)
+
+    def contextualise(self, patches: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """V' rows for ``patches`` [B, Tq, N, D] attending to ``context`` [B, Tk, N, D]
+        (default: themselves, i.e. the full Eq. 2 self-attention over all Tq x N tokens)."""
+        if self.spatiotemporal is None:
+            return patches
+        b, tq, n, d = patches.shape
+        q = patches.reshape(b, tq * n, d).transpose(0, 1)
+        kv = None if context is None else context.reshape(b, -1, d).transpose(0, 1)
+        return self.spatiotemporal(q, kv).transpose(0, 1).reshape(b, tq, n, d)
+
+    def class_tokens(self, cls: torch.Tensor, contextual: torch.Tensor) -> torch.Tensor:
+        """V'_cls: cls [B, Tq, D] attend to all V' tokens contextual [B, Tk, N, D] (Eq. 2)."""
+        if self.cls_attention is None:
+            return cls
+        b, tk, n, d = contextual.shape
+        memory = contextual.reshape(b, tk * n, d).transpose(0, 1)
+        attended = self.cls_attention(cls.transpose(0, 1), memory, memory, need_weights=False)[0]
+        return cls * attended.transpose(0, 1)
+
+    def project(
+        self, patches: torch.Tensor, contextual: torch.Tensor, cls_ctx: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Eq. 3 for frames [B, T, N, D] -> (prior [B, T, 1, g, g] | None, V_g [B, T, N, C]
+        without temporal encoding)."""
+        product = contextual * self.cls_proj(cls_ctx).unsqueeze(2)
+        prior = None
+        if self.mask_head is not None:
+            b, t, n, _ = product.shape
+            g = int(round(n**0.5))
+            prior = torch.sigmoid(self.mask_head(product)).reshape(b, t, 1, g, g)
+        source = product if self.global_feature_kind == "masked" else patches
+        return prior, self.global_proj(source)
+
+    def forward(
+        self, patches: torch.Tensor, cls: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> MaskPriorOutput:
+        """
+        patches:   [B, T, N_v, D] BEiT-3 patch embeddings of T frames
+        cls:       [B, T, D] multimodal [CLS] tokens
+        positions: [T] frame positions for the temporal encoding (default 0..T-1)
+        """
+        if patches.dim() != 4 or cls.dim() != 3 or patches.shape[:2] != cls.shape[:2]:
+            raise ValueError(f"expected patches [B,T,N,D] and cls [B,T,D], got {tuple(patches.shape)}, {tuple(cls.shape)}")
+        contextual = self.contextualise(patches)
+        cls_ctx = self.class_tokens(cls, contextual)
+        prior, global_feature = self.project(patches, contextual, cls_ctx)
+        if positions is None:
+            positions = torch.arange(patches.shape[1], device=patches.device)
+        global_feature = global_feature + self.temporal_encoding(positions)[None, :, None, :].to(global_feature.dtype)
+        return MaskPriorOutput(prior=prior, global_feature=global_feature)

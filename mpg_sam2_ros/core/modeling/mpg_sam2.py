@@ -1,0 +1,311 @@
+"""MPG-SAM 2 (paper Fig. 2): BEiT-3 + Mask Prior Generator + Global-Historical Aggregator
+on top of ``sam2``'s ``SAM2Base``.
+
+The model holds no per-stream state. Callers (the streaming engine, the offline runner,
+training) keep frames' features and a ``MemoryBank`` and call, per frame:
+
+  1. ``encode_image``      SAM 2 image encoder (frozen), once per frame, shared by objects
+  2. ``encode_multimodal`` BEiT-3 on (frame, command), once per frame and command
+  3. ``global_context``    MPG over a window of T frames -> priors, V_g, V_u    (Eqs. 2-3)
+  4. ``track_step``        memory attention, HGA, SAM 2 heads, memory encoder  (Eqs. 4-5)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+from ..config import ModelConfig
+from ..inference.memory import MemoryBank, MemoryEntry
+from .aggregator import GlobalHistoricalAggregator
+from .mask_prior import MaskPriorGenerator
+from .multimodal_encoder import MultimodalEncoder, MultimodalFeatures
+from .sam_heads import HeadOutput, run_sam_heads
+
+
+@dataclass
+class ImageFeatures:
+    """SAM 2 image encoder output for B frames, in SAM 2's flattened layout.
+
+    vision_feats: per level [H_l * W_l, B, C_l] (high-res levels already projected by the
+      decoder's conv_s0/conv_s1, as ``SAM2Base.forward_image`` does)
+    vision_pos:   per level [H_l * W_l, B, C]
+    feat_sizes:   per level (H_l, W_l)
+    """
+
+    vision_feats: list[torch.Tensor]
+    vision_pos: list[torch.Tensor]
+    feat_sizes: list[tuple[int, int]]
+
+    @property
+    def batch_size(self) -> int:
+        return self.vision_feats[-1].shape[1]
+
+    def select(self, idx: slice | list[int] | torch.Tensor) -> "ImageFeatures":
+        return ImageFeatures([f[:, idx] for f in self.vision_feats], [p[:, idx] for p in self.vision_pos], self.feat_sizes)
+
+    def expand(self, n: int) -> "ImageFeatures":
+        """One frame's features repeated for n objects (the encoding is shared)."""
+        if self.batch_size != 1:
+            raise ValueError("expand() needs the features of a single frame")
+        return ImageFeatures(
+            [f.expand(-1, n, -1) for f in self.vision_feats], [p.expand(-1, n, -1) for p in self.vision_pos], self.feat_sizes
+        )
+
+
+@dataclass
+class GlobalContext:
+    """MPG outputs for B objects over a window of T frames (Eqs. 2-3).
+
+    prior:          [B, T, 1, g, g] mask prior M_p (probabilities) or None
+    global_feature: [B, T, N_v, C] global video feature V_g (temporal encoding added)
+    sparse:         [B, T, 1, C] projected [CLS] sparse prompts or None
+    text:           [B, T, L, C] projected text tokens or None
+    text_padding:   [B, T, L]
+    """
+
+    prior: torch.Tensor | None
+    global_feature: torch.Tensor
+    sparse: torch.Tensor | None
+    text: torch.Tensor | None
+    text_padding: torch.Tensor
+
+
+@dataclass
+class FramePrompt:
+    """Everything the decoder of one frame takes from the global context.
+
+    prior [B, 1, g, g]; sparse [B, 1, C]; global_tokens V_g [B, M, C];
+    unified V_u [B, M', C] with unified_padding [B, M'].
+    """
+
+    prior: torch.Tensor | None = None
+    sparse: torch.Tensor | None = None
+    global_tokens: torch.Tensor | None = None
+    unified: torch.Tensor | None = None
+    unified_padding: torch.Tensor | None = None
+
+
+@dataclass
+class FrameOutput:
+    """One decoded frame for B objects: ``heads`` (mask logits at 1/4 and full SAM 2
+    resolution, IoU, object pointer, object score) and the ``memory`` entry it leaves."""
+
+    frame_idx: int
+    heads: HeadOutput
+    memory: MemoryEntry
+
+    @property
+    def mask_logits(self) -> torch.Tensor:
+        """[B, 1, S, S] at the SAM 2 input resolution."""
+        return self.heads.high_res_masks
+
+    @property
+    def object_score_logits(self) -> torch.Tensor:
+        return self.heads.object_score_logits
+
+
+class MPGSAM2(nn.Module):
+    """MPG-SAM 2 built from parts (see ``build.build_model``).
+
+    Arguments:
+      config: the model config (kept so checkpoints can rebuild the model).
+      sam2: ``sam2.modeling.sam2_base.SAM2Base`` (its image encoder is frozen).
+      multimodal_encoder: BEiT-3 wrapper.
+      mask_prior: ``MaskPriorGenerator`` (always present: V_g is needed even with the prior off).
+      sparse_prompt: [CLS] -> MLP (D -> D -> C) sparse prompt, or None (Sec. 3.5).
+      aggregator: ``GlobalHistoricalAggregator`` or None (HGA off).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ModelConfig,
+        sam2: nn.Module,
+        multimodal_encoder: MultimodalEncoder,
+        mask_prior: MaskPriorGenerator,
+        sparse_prompt: nn.Module | None,
+        aggregator: GlobalHistoricalAggregator | None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.sam2 = sam2
+        self.multimodal_encoder = multimodal_encoder
+        self.mask_prior = mask_prior
+        self.sparse_prompt = sparse_prompt
+        self.aggregator = aggregator
+        self.sam2.image_encoder.requires_grad_(False)
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    # ----- sizes ---------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """SAM 2 input size H_s = W_s."""
+        return self.sam2.image_size
+
+    @property
+    def mm_image_size(self) -> int:
+        """BEiT-3 input size H_m = W_m."""
+        return self.config.beit3.img_size
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.sam2.hidden_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam2.no_mem_embed.device
+
+    # ----- per-frame encoders --------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> ImageFeatures:
+        """images [B, 3, S, S] normalised -> SAM 2 features (frozen encoder, Sec. 3.2)."""
+        s = self.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
+            raise ValueError(f"SAM 2 expects images [B, 3, {s}, {s}], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a float tensor, got {images.dtype}")
+        backbone_out = self.sam2.forward_image(images)
+        _, feats, pos, sizes = self.sam2._prepare_backbone_features(backbone_out)
+        return ImageFeatures(list(feats), list(pos), list(sizes))
+
+    def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor) -> MultimodalFeatures:
+        """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1)."""
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a float tensor, got {images.dtype}")
+        return self.multimodal_encoder(images, text_ids, text_padding)
+
+    # ----- window-level context -------------------------------------------------------
+    def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None) -> GlobalContext:
+        """MPG over T frames. ``mm`` holds B*T rows ordered object-major ([b0t0, b0t1, ...]);
+        ``positions`` [T] are the frames' positions for V_g's temporal encoding."""
+        n = len(mm)
+        if n % batch:
+            raise ValueError(f"{n} multimodal rows do not split into {batch} objects")
+        t = n // batch
+        patches = mm.patches.reshape(batch, t, *mm.patches.shape[1:])
+        cls = mm.cls.reshape(batch, t, -1)
+        mp = self.mask_prior(patches, cls, positions)
+        sparse = None
+        if self.sparse_prompt is not None:
+            sparse = self.sparse_prompt(cls).unsqueeze(2)
+        text = None
+        if self.aggregator is not None and self.aggregator.pixel_global:
+            text = self.aggregator.text_proj(mm.text).reshape(batch, t, mm.text.shape[1], -1)
+        return GlobalContext(
+            prior=mp.prior if self.config.mpg.enabled else None,
+            global_feature=mp.global_feature,
+            sparse=sparse,
+            text=text,
+            text_padding=mm.text_padding.reshape(batch, t, -1),
+        )
+
+    def frame_prompt(self, ctx: GlobalContext, t: int) -> FramePrompt:
+        """The prompt of window frame ``t``: its prior, its [CLS], and V_g / V_u over the
+        whole window (the global context, Eqs. 4-5)."""
+        b = ctx.global_feature.shape[0]
+        prompt = FramePrompt(
+            prior=None if ctx.prior is None else ctx.prior[:, t],
+            sparse=None if ctx.sparse is None else ctx.sparse[:, t],
+        )
+        agg = self.aggregator
+        if agg is not None and agg.object_global_layers is not None:
+            prompt.global_tokens = ctx.global_feature.reshape(b, -1, ctx.global_feature.shape[-1])
+        if agg is not None and agg.pixel_global:
+            compressed = agg.compress_global(ctx.global_feature)
+            prompt.unified = torch.cat([compressed, ctx.text[:, t]], dim=1)
+            prompt.unified_padding = torch.cat(
+                [torch.zeros(compressed.shape[:2], dtype=torch.bool, device=compressed.device), ctx.text_padding[:, t]], dim=1
+            )
+        return prompt
+
+    # ----- per-frame decoding with memory --------------------------------------------
+    def _history(self, memory: MemoryBank, frame_idx: int, batch: int):
+        """T_mh and its temporal encoding (sine of distance / (max_ptrs - 1)), Eq. 5."""
+        max_ptrs = self.sam2.max_obj_ptrs_in_encoder
+        ptrs, dists = memory.object_pointers(frame_idx, max_ptrs)
+        if ptrs is None:
+            return None, None
+        d = torch.tensor(dists, device=ptrs.device, dtype=torch.float32) / max(1, max_ptrs - 1)
+        pos = get_1d_sine_pe(d, dim=ptrs.shape[-1]).to(ptrs.dtype)
+        return ptrs, pos.unsqueeze(0).expand(batch, -1, -1)
+
+    def track_step(
+        self,
+        *,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        features: ImageFeatures,
+        prompt: FramePrompt,
+        memory: MemoryBank,
+        num_frames: int | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        run_mem_encoder: bool = True,
+    ) -> FrameOutput:
+        """Decode one frame for B objects with SAM 2 memory and MPG-SAM 2 prompts.
+
+        Mirrors ``SAM2Base.track_step``: F'_i = memory attention (SAM 2's own), then Eq. 4,
+        then the heads with the [CLS] sparse prompt, the prior as dense prompt and Eq. 5 on
+        the mask tokens, then SAM 2's memory encoder. ``mask_inputs`` [B, 1, S, S] is an
+        optional ground-truth mask (it takes the place of the prior, as in SAM 2).
+        The caller adds ``output.memory`` to ``memory`` (as a conditioning entry on init frames).
+        """
+        sam = self.sam2
+        feats, pos, sizes = features.vision_feats, features.vision_pos, features.feat_sizes
+        b = feats[-1].shape[1]
+        if num_frames is None:
+            num_frames = frame_idx + sam.max_obj_ptrs_in_encoder + 1
+        high_res = None
+        if len(feats) > 1:
+            high_res = [x.permute(1, 2, 0).reshape(b, x.shape[2], *s) for x, s in zip(feats[:-1], sizes[:-1])]
+
+        if mask_inputs is not None and sam.use_mask_input_as_output_without_sam:
+            pix = feats[-1].permute(1, 2, 0).reshape(b, sam.hidden_dim, *sizes[-1])
+            heads = HeadOutput(*sam._use_mask_as_output(pix, high_res, mask_inputs))
+        else:
+            pix = sam._prepare_memory_conditioned_features(
+                frame_idx=frame_idx,
+                is_init_cond_frame=is_init_cond_frame,
+                current_vision_feats=feats[-1:],
+                current_vision_pos_embeds=pos[-1:],
+                feat_sizes=sizes[-1:],
+                output_dict=memory.sam2_view(),
+                num_frames=num_frames,
+            )
+            if prompt.unified is not None:
+                pix = self.aggregator.fuse_pixels(pix, sam.sam_prompt_encoder.get_dense_pe(), prompt.unified, prompt.unified_padding)
+            transform = None
+            agg = self.aggregator
+            if agg is not None and (agg.object_global_layers is not None or agg.object_local_layers is not None):
+                history, history_pos = (None, None)
+                if agg.object_local_layers is not None and not is_init_cond_frame:
+                    history, history_pos = self._history(memory, frame_idx, b)
+                global_tokens = prompt.global_tokens
+
+                def transform(tokens: torch.Tensor) -> torch.Tensor:
+                    return agg.fuse_object_tokens(tokens, global_tokens, history, history_pos)
+
+            heads = run_sam_heads(
+                sam,
+                pix,
+                high_res_features=high_res,
+                multimask_output=sam._use_multimask(is_init_cond_frame, None),
+                mask_inputs=mask_inputs if mask_inputs is not None else prompt.prior,
+                extra_sparse=prompt.sparse,
+                transform_mask_tokens=transform,
+            )
+
+        entry = MemoryEntry(frame_idx=frame_idx, obj_ptr=heads.obj_ptr, object_score_logits=heads.object_score_logits)
+        if run_mem_encoder and sam.num_maskmem > 0:
+            entry.maskmem_features, entry.maskmem_pos_enc = sam._encode_new_memory(
+                current_vision_feats=feats,
+                feat_sizes=sizes,
+                pred_masks_high_res=heads.high_res_masks,
+                object_score_logits=heads.object_score_logits,
+                is_mask_from_pts=False,
+            )
+        return FrameOutput(frame_idx=frame_idx, heads=heads, memory=entry)

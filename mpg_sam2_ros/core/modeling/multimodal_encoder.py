@@ -1,0 +1,118 @@
+"""Unified multimodal encoder: BEiT-3 from ``torchscale`` (paper Sec. 3.2, Eq. 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import Beit3Config
+
+
+@dataclass
+class MultimodalFeatures:
+    """Per-frame BEiT-3 outputs (Eq. 1 decomposed).
+
+    cls:     [B, D]       multimodal [CLS] token V_cls
+    patches: [B, N_v, D]  video patch embeddings V (N_v = grid x grid)
+    text:    [B, L, D]    text embeddings T
+    text_padding: [B, L]  True where the token is padding
+    """
+
+    cls: torch.Tensor
+    patches: torch.Tensor
+    text: torch.Tensor
+    text_padding: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.cls.shape[0]
+
+    def index(self, idx) -> "MultimodalFeatures":
+        return MultimodalFeatures(self.cls[idx], self.patches[idx], self.text[idx], self.text_padding[idx])
+
+    @staticmethod
+    def cat(items: list["MultimodalFeatures"]) -> "MultimodalFeatures":
+        return MultimodalFeatures(
+            torch.cat([i.cls for i in items]),
+            torch.cat([i.patches for i in items]),
+            torch.cat([i.text for i in items]),
+            torch.cat([i.text_padding for i in items]),
+        )
+
+
+def beit3_encoder_config(cfg: Beit3Config):
+    """The torchscale ``EncoderConfig`` of the official BEiT-3 models (unilm ``beit3``)."""
+    from torchscale.architecture.config import EncoderConfig
+
+    return EncoderConfig(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        vocab_size=cfg.vocab_size,
+        multiway=True,
+        layernorm_embedding=False,
+        normalize_output=True,
+        no_output_layer=True,
+        drop_path_rate=cfg.drop_path_rate,
+        encoder_embed_dim=cfg.embed_dim,
+        encoder_attention_heads=cfg.num_heads,
+        encoder_ffn_embed_dim=cfg.ffn_dim,
+        encoder_layers=cfg.num_layers,
+        checkpoint_activations=False,
+    )
+
+
+class MultimodalEncoder(nn.Module):
+    """Jointly encodes a frame and the command: G = BEiT3([V_0; T_0]) (Eq. 1).
+
+    Arguments:
+      cfg: BEiT-3 size. The wrapped ``self.beit3`` has the official checkpoint's key layout
+        (``beit3.*``), so ``beit3_{base,large}_patch16_224.pth`` loads unchanged.
+    """
+
+    def __init__(self, *, cfg: Beit3Config) -> None:
+        super().__init__()
+        from torchscale.model.BEiT3 import BEiT3
+
+        self.cfg = cfg
+        self.beit3 = BEiT3(beit3_encoder_config(cfg))
+        self.num_patches = cfg.grid_size**2
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    def forward(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor) -> MultimodalFeatures:
+        """
+        images:       [B, 3, img_size, img_size] normalised frames
+        text_ids:     [B, L] token ids (XLM-R convention, <s> ... </s>)
+        text_padding: [B, L] True at padding positions
+        """
+        s = self.cfg.img_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
+            raise ValueError(f"BEiT-3 expects images [B, 3, {s}, {s}], got {tuple(images.shape)}")
+        if text_ids.dim() != 2 or text_ids.shape[0] != images.shape[0]:
+            raise ValueError(f"text_ids must be [B, L] with B={images.shape[0]}, got {tuple(text_ids.shape)}")
+        out = self.beit3(
+            textual_tokens=text_ids,
+            visual_tokens=images,
+            text_padding_position=text_padding,
+        )["encoder_out"]
+        n = self.num_patches
+        return MultimodalFeatures(
+            cls=out[:, 0],
+            patches=out[:, 1 : 1 + n],
+            text=out[:, 1 + n :],
+            text_padding=text_padding,
+        )

@@ -1,0 +1,47 @@
+"""pip install path (ROS 2 from PyPI wheels). On a full ROS 2 install, colcon builds the
+package through CMakeLists.txt (ament_cmake) instead."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mpg_sam2_ros"
+
+
+def data_files():
+    out = [(f"share/{PACKAGE}", ["package.xml"])]
+    for folder in ("config", "launch", "msg", "assets"):
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                out.append((f"share/{PACKAGE}/{path.parent}", [str(path)]))
+    return out
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ROS 2 referring video object segmentation with MPG-SAM 2 (BEiT-3 + SAM 2)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=data_files(),
+    install_requires=[
+        "torch>=2.5",
+        "torchvision",
+        "sam2==1.1.0",
+        "torchscale==0.3.0",
+        "transformers>=4.40",
+        "sentencepiece",
+        "protobuf",
+        "safetensors",
+        "numpy",
+        "opencv-python-headless",
+        "pyyaml",
+        "omegaconf",
+        "hydra-core",
+        "rosbags",
+        "tqdm",
+        "psutil",
+    ],
+    entry_points={"console_scripts": ["mpg-sam2 = mpg_sam2_ros.cli:main"]},
+)
