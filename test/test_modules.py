@@ -1,0 +1,181 @@
+"""Shapes and equations of each module (paper Eqs. 1-5) and the ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mpg_sam2_ros.core.modeling import build_model
+from mpg_sam2_ros.core.modeling.aggregator import GlobalHistoricalAggregator, space_to_depth
+from mpg_sam2_ros.core.modeling.attention import AttentionFFNBlock
+from mpg_sam2_ros.core.modeling.mask_prior import MaskPriorGenerator
+
+from conftest import random_frames
+
+
+def test_encoders_shapes(small_model, tokenizer):
+    m = small_model
+    sam, mm = random_frames(m, 2)
+    with torch.no_grad():
+        feats = m.encode_image(sam)
+        ids, pad = tokenizer.encode_batch(["the red mug on the left", "the dog"])
+        out = m.encode_multimodal(mm, ids, pad)
+    assert [tuple(f.shape) for f in feats.vision_feats][-1] == (16 * 16, 2, m.hidden_dim)
+    assert feats.feat_sizes == [(64, 64), (32, 32), (16, 16)]
+    d, g = m.config.beit3.embed_dim, m.config.beit3.grid_size
+    # Eq. 1: [CLS] + N_v patches + L text tokens
+    assert out.cls.shape == (2, d) and out.patches.shape == (2, g * g, d) and out.text.shape == (2, ids.shape[1], d)
+    assert out.text_padding[1].any() and not out.text_padding[0].any()
+
+
+def _attention_ffn_reference(block: AttentionFFNBlock, q, kv, q_pos=None, kv_pos=None):
+    """Post-norm attention + FFN written out: LN2(y + W2 relu(W1 y)), y = LN1(q + softmax(QK^T/sqrt(d)) V)."""
+    attn = block.attn
+    e, h = attn.embed_dim, attn.num_heads
+    wq, wk, wv = attn.in_proj_weight.split(e)
+    bq, bk, bv = attn.in_proj_bias.split(e)
+    qq = (q if q_pos is None else q + q_pos) @ wq.T + bq
+    kk = (kv if kv_pos is None else kv + kv_pos) @ wk.T + bk
+    vv = kv @ wv.T + bv
+
+    def heads(x):  # [S, B, E] -> [B, h, S, E/h]
+        return x.reshape(x.shape[0], x.shape[1], h, e // h).permute(1, 2, 0, 3)
+
+    w = torch.softmax(heads(qq) @ heads(kk).transpose(-1, -2) / (e // h) ** 0.5, dim=-1)
+    o = (w @ heads(vv)).permute(2, 0, 1, 3).reshape(q.shape[0], q.shape[1], e)
+    y = F.layer_norm(q + attn.out_proj(o), (e,), block.norm1.weight, block.norm1.bias)
+    f = block.linear2(torch.relu(block.linear1(y)))
+    return F.layer_norm(y + f, (e,), block.norm2.weight, block.norm2.bias)
+
+
+def test_attention_block_equation():
+    torch.manual_seed(0)
+    block = AttentionFFNBlock(dim=16, num_heads=4, ffn_dim=32).eval()
+    q, kv = torch.randn(5, 2, 16), torch.randn(7, 2, 16)
+    qp, kp = torch.randn(5, 2, 16), torch.randn(7, 2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(block(q, kv, query_pos=qp, context_pos=kp), _attention_ffn_reference(block, q, kv, qp, kp))
+        torch.testing.assert_close(block(q), _attention_ffn_reference(block, q, q))
+
+
+def test_mask_prior_generator_equations():
+    """Eq. 2 and Eq. 3 recomputed from the module's weights."""
+    torch.manual_seed(0)
+    b, t, g, d, c = 2, 3, 4, 16, 8
+    mpg = MaskPriorGenerator(embed_dim=d, out_dim=c, num_heads=2, ffn_dim=32).eval()
+    patches, cls = torch.randn(b, t, g * g, d), torch.randn(b, t, d)
+    with torch.no_grad():
+        out = mpg(patches, cls)
+        tokens = patches.reshape(b, t * g * g, d).transpose(0, 1)
+        v_prime = _attention_ffn_reference(mpg.spatiotemporal, tokens, tokens).transpose(0, 1)  # Eq. 2, line 1
+        att = mpg.cls_attention(cls.transpose(0, 1), v_prime.transpose(0, 1), v_prime.transpose(0, 1))[0].transpose(0, 1)
+        cls_prime = cls * att                                                                   # Eq. 2, line 2
+        product = v_prime.reshape(b, t, g * g, d) * mpg.cls_proj(cls_prime)[:, :, None]          # V' . V'_cls
+        prior = torch.sigmoid(mpg.mask_head(product)).reshape(b, t, 1, g, g)                     # Eq. 3, M_p
+        pe = mpg.temporal_encoding(torch.arange(t))
+        v_g = mpg.global_proj(product) + pe[None, :, None]                                        # Eq. 3, V_g
+    torch.testing.assert_close(out.prior, prior)
+    torch.testing.assert_close(out.global_feature, v_g)
+    assert ((out.prior > 0) & (out.prior < 1)).all()
+    # spatiotemporal: frame 0's prior depends on frame 2's patches (global context)
+    changed = patches.clone()
+    changed[:, 2] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(mpg(changed, cls).prior[:, 0], out.prior[:, 0])
+
+
+def test_mask_prior_switches():
+    torch.manual_seed(0)
+    patches, cls = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16)
+    plain = MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2, self_attention=False, cross_attention=False).eval()
+    with torch.no_grad():
+        out = plain(patches, cls)
+        changed = patches.clone()
+        changed[:, 2] += 1.0
+        # without S_si and S_ci frames are independent
+        torch.testing.assert_close(plain(changed, cls).prior[:, 0], out.prior[:, 0])
+        expected = torch.sigmoid(plain.mask_head(patches * plain.cls_proj(cls)[:, :, None])).reshape(1, 3, 1, 4, 4)
+        torch.testing.assert_close(out.prior, expected)
+    vanilla = MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2, global_feature="vanilla", produce_prior=False).eval()
+    with torch.no_grad():
+        out = vanilla(patches, cls)
+        assert out.prior is None
+        torch.testing.assert_close(out.global_feature, vanilla.global_proj(patches) + vanilla.temporal_encoding(torch.arange(3))[None, :, None])
+
+
+def test_space_to_depth_matches_reference_order():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    ref = x.view(2, 3, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 12, 2, 2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(space_to_depth(x, 2), ref)
+
+
+def test_aggregator_equations():
+    torch.manual_seed(0)
+    c, d = 16, 24
+    agg = GlobalHistoricalAggregator(dim=c, text_dim=d, num_heads=2, ffn_dim=32, patch_size=2).eval()
+    b, t, g = 2, 3, 4
+    v_g = torch.randn(b, t, g * g, c)
+    with torch.no_grad():
+        comp = agg.compress_global(v_g)
+        assert comp.shape == (b, t * (g // 2) ** 2, c)
+        grid = v_g.reshape(b * t, g, g, c).permute(0, 3, 1, 2)
+        torch.testing.assert_close(comp, agg.patch_proj(space_to_depth(grid, 2)).reshape(b, -1, c))
+        # Eq. 4: pixel level, positional encoding on the queries only
+        feat, pos = torch.randn(b, c, 4, 4), torch.randn(1, c, 4, 4)
+        unified = torch.cat([comp, agg.text_proj(torch.randn(b, 5, d))], dim=1)
+        fused = agg.fuse_pixels(feat, pos, unified)
+        q = feat.flatten(2).permute(2, 0, 1)
+        qp = pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1)
+        ref = _attention_ffn_reference(agg.pixel_layers[0], q, unified.transpose(0, 1), q_pos=qp)
+        torch.testing.assert_close(fused, ref.permute(1, 2, 0).reshape(b, c, 4, 4))
+        # Eq. 5: global then local (history keys carry the temporal encoding)
+        tokens, hist, hist_pos = torch.randn(b, 4, c), torch.randn(b, 6, c), torch.randn(b, 6, c)
+        out = agg.fuse_object_tokens(tokens, v_g.reshape(b, -1, c), hist, hist_pos)
+        t_mg = _attention_ffn_reference(agg.object_global_layers[0], tokens.transpose(0, 1), v_g.reshape(b, -1, c).transpose(0, 1))
+        t_mgl = _attention_ffn_reference(agg.object_local_layers[0], t_mg, hist.transpose(0, 1), kv_pos=hist_pos.transpose(0, 1))
+        torch.testing.assert_close(out, t_mgl.transpose(0, 1))
+        # no history (first frame): only the global stage
+        torch.testing.assert_close(agg.fuse_object_tokens(tokens, v_g.reshape(b, -1, c), None, None), t_mg.transpose(0, 1))
+
+
+@pytest.mark.parametrize(
+    "overrides, check",
+    [
+        (["mpg.enabled=false"], lambda m: m.mask_prior.mask_head is None),
+        (["mpg.spatiotemporal_self_attention=false"], lambda m: m.mask_prior.spatiotemporal is None),
+        (["mpg.cross_modal_interaction=false"], lambda m: m.mask_prior.cls_attention is None),
+        (["mpg.global_feature=vanilla"], lambda m: m.mask_prior.global_feature_kind == "vanilla"),
+        (["hga.pixel_global=false", "hga.object_global=false", "hga.object_local=false"], lambda m: m.aggregator is None),
+        (["hga.pixel_global=false"], lambda m: m.aggregator.pixel_layers is None and m.aggregator.object_global_layers is not None),
+        (["hga.object_global=false"], lambda m: m.aggregator.object_global_layers is None),
+        (["hga.object_local=false"], lambda m: m.aggregator.object_local_layers is None),
+        (["hga.num_pixel_layers=2", "hga.num_object_layers=3"],
+         lambda m: len(m.aggregator.pixel_layers) == 2 and len(m.aggregator.object_local_layers) == 3),
+        (["hga.patch_size=4"], lambda m: m.aggregator.patch_proj.in_features == 16 * m.hidden_dim),
+        (["hga.patch_size=1"], lambda m: m.aggregator.patch_proj.in_features == m.hidden_dim),
+        (["sparse_prompt=false"], lambda m: m.sparse_prompt is None),
+    ],
+)
+def test_ablation_switches_build_and_run(small_cfg, tokenizer, overrides, check):
+    from mpg_sam2_ros.core.inference.offline import OfflineRunner
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg.with_overrides(overrides)).eval()
+    assert check(model)
+    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(3)]
+    res = OfflineRunner(model, tokenizer).run(frames, ["the red ball"])
+    assert res.masks.shape == (1, 3, 48, 64) and res.scores.shape == (1, 3)
+
+
+def test_default_switches_match_paper(small_cfg):
+    from mpg_sam2_ros.core.config import load_model_config
+
+    for name in ("mpg_sam2_l", "mpg_sam2_tiny"):
+        cfg = load_model_config(name)
+        assert cfg.mpg.enabled and cfg.mpg.spatiotemporal_self_attention and cfg.mpg.cross_modal_interaction
+        assert cfg.mpg.global_feature == "masked" and cfg.sparse_prompt
+        assert (cfg.hga.pixel_global, cfg.hga.object_global, cfg.hga.object_local) == (True, True, True)
+        assert (cfg.hga.num_pixel_layers, cfg.hga.num_object_layers, cfg.hga.patch_size) == (1, 1, 2)
+        assert cfg.sam2.overrides["use_mask_input_as_output_without_sam"] is False
