@@ -1,5 +1,3 @@
-"""Stream state: bounded memory bank (and, next, the streaming engine)."""
-
-from .memory import MemoryBank, MemoryEntry
-
-__all__ = ["MemoryBank", "MemoryEntry"]
+"""Stream state: bounded memory bank (``memory``), streaming engine (``engine``), offline runner
+(``offline``). Import from the submodules: the model imports ``memory``, so this package's
+``__init__`` must not import the engine (it imports the model)."""

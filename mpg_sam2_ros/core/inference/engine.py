@@ -1,0 +1,311 @@
+"""Streaming engine: one object per camera stream, ``step(frame, stamp) -> StepResult``.
+
+MPG-SAM 2 is offline in the paper (the whole video is the global context). Here a sliding
+window of the last W frames is the global context of the Mask Prior Generator and the
+aggregator, and SAM 2 decodes every new frame with its bounded memory bank.
+
+Each frame is encoded once by each encoder: SAM 2 once per frame (shared by all commands),
+BEiT-3 once per (frame, command). With no look-ahead the MPG is incremental: only the newest
+frame's rows of Eq. 2 are computed, attending to the cached rows of the window. For the newest
+frame this equals the full-window computation exactly (its row sees every window frame);
+older frames keep the rows computed when they were newest. Per-frame cost is therefore
+nearly flat in W. With look-ahead k > 0 the output is delayed by k frames and the window
+(W past + k future frames) is recomputed bidirectionally, as offline: better context for
+k frames of latency and a per-frame MPG cost that grows with W.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..modeling.mpg_sam2 import MPGSAM2, FramePrompt, GlobalContext, ImageFeatures
+from ..modeling.multimodal_encoder import MultimodalFeatures
+from ..preprocess import FramePreprocessor, validate_frame
+from ..text import TextTokenizer, TokenizedText
+from .memory import MemoryBank
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """window: W frames of global context; lookahead: k frames of output delay;
+    max_objects: concurrent commands."""
+
+    window: int = 8
+    lookahead: int = 0
+    max_objects: int = 8
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
+        if self.lookahead < 0:
+            raise ValueError("lookahead must be >= 0")
+        if self.window + self.lookahead > 64:
+            raise ValueError("window + lookahead must be <= 64")
+        if self.max_objects < 1:
+            raise ValueError("max_objects must be >= 1")
+
+
+@dataclass
+class ObjectResult:
+    """mask: bool [H, W] at the input size; score: object presence probability."""
+
+    object_id: int
+    text: str
+    mask: np.ndarray
+    score: float
+
+    @property
+    def present(self) -> bool:
+        return self.score > 0.5 and bool(self.mask.any())
+
+
+@dataclass
+class StepResult:
+    """The result for frame ``frame_index`` (with look-ahead, an earlier frame than the one
+    just given). ``stream_reset``: first output after a reset."""
+
+    frame_index: int
+    stamp: float | None
+    objects: list[ObjectResult]
+    stream_reset: bool
+    latency_s: float
+
+
+@dataclass
+class _FrameCache:
+    """One window frame of one object: BEiT-3 outputs and the MPG rows computed for it."""
+
+    patches: torch.Tensor          # [N, D] raw BEiT-3 patches (keys/values of Eq. 2)
+    cls: torch.Tensor              # [D]
+    text: torch.Tensor             # [L, D]
+    text_padding: torch.Tensor     # [L]
+    contextual: torch.Tensor | None = None    # [N, D] V' row
+    global_feature: torch.Tensor | None = None  # [N, C] V_g row without temporal encoding
+    prior: torch.Tensor | None = None         # [1, g, g]
+
+
+@dataclass
+class _ObjectState:
+    object_id: int
+    tokens: TokenizedText
+    window: deque = field(default_factory=deque)
+    memory: MemoryBank | None = None
+    first_frame: int | None = None  # stream index of its conditioning frame
+
+
+@dataclass
+class _Pending:
+    index: int
+    stamp: float | None
+    size: tuple[int, int]
+    features: ImageFeatures
+    started: float
+
+
+class StreamingEngine:
+    """Arguments: a built model (eval mode), its tokenizer, an ``EngineConfig``."""
+
+    def __init__(self, model: MPGSAM2, tokenizer: TextTokenizer, config: EngineConfig | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        self.preprocess = FramePreprocessor.for_model(model)
+        self._objects: dict[int, _ObjectState] = {}
+        self._next_id = 0
+        self.reset()
+
+    # ----- commands ------------------------------------------------------------------
+    def add_command(self, text: str) -> int:
+        """Start segmenting ``text``; returns its object id. ``TextError`` for bad text."""
+        if len(self._objects) >= self.config.max_objects:
+            raise ValueError(f"at most {self.config.max_objects} commands at once")
+        tokens = self.tokenizer.encode(text)
+        oid = self._next_id
+        self._next_id += 1
+        self._objects[oid] = self._fresh_state(oid, tokens)
+        return oid
+
+    def set_command(self, object_id: int, text: str) -> None:
+        """Replace an object's command: its window and memory start over."""
+        if object_id not in self._objects:
+            raise KeyError(f"no object {object_id}")
+        self._objects[object_id] = self._fresh_state(object_id, self.tokenizer.encode(text))
+
+    def remove_command(self, object_id: int) -> None:
+        self._objects.pop(object_id, None)
+
+    def clear_commands(self) -> None:
+        self._objects.clear()
+
+    @property
+    def commands(self) -> dict[int, str]:
+        return {oid: s.tokens.text for oid, s in self._objects.items()}
+
+    def _fresh_state(self, oid: int, tokens: TokenizedText) -> _ObjectState:
+        sam = self.model.sam2
+        return _ObjectState(
+            object_id=oid,
+            tokens=tokens,
+            window=deque(maxlen=self.config.window + self.config.lookahead),
+            memory=MemoryBank(num_maskmem=sam.num_maskmem, max_obj_ptrs=sam.max_obj_ptrs_in_encoder),
+        )
+
+    # ----- stream --------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the stream (frames, windows, memories); keep the commands."""
+        self._frame_index = 0
+        self._last_stamp: float | None = None
+        self._size: tuple[int, int] | None = None
+        self._pending: deque[_Pending] = deque()
+        self._reset_flag = True
+        for oid, state in list(self._objects.items()):
+            self._objects[oid] = self._fresh_state(oid, state.tokens)
+
+    @torch.inference_mode()
+    def step(self, frame: np.ndarray, stamp: float | None = None) -> StepResult | None:
+        """Process one RGB uint8 frame. Returns the result of the frame ``lookahead`` frames
+        back (None while the look-ahead fills). A resolution change or a timestamp going
+        backwards resets the stream first. ``FrameError`` for unusable frames."""
+        started = time.perf_counter()
+        frame = validate_frame(frame)
+        size = frame.shape[:2]
+        if self._size is not None and (size != self._size or (stamp is not None and self._last_stamp is not None and stamp < self._last_stamp)):
+            self.reset()
+        self._size, self._last_stamp = size, stamp
+        inputs = self.preprocess(frame)
+        model = self.model
+        features = model.encode_image(inputs.sam)
+        index = self._frame_index
+        self._frame_index += 1
+        self._encode_commands(inputs.mm)
+        self._pending.append(_Pending(index, stamp, size, features, started))
+        if len(self._pending) <= self.config.lookahead:
+            return None
+        return self._decode(self._pending.popleft())
+
+    def flush(self) -> list[StepResult]:
+        """End of stream: decode the frames still held back by the look-ahead."""
+        out = []
+        with torch.inference_mode():
+            while self._pending:
+                out.append(self._decode(self._pending.popleft(), flushing=True))
+        return out
+
+    def _encode_commands(self, mm_image: torch.Tensor) -> None:
+        """BEiT-3 on the new frame for every command at once, cached in the windows."""
+        if not self._objects:
+            return
+        states = list(self._objects.values())
+        ids, padding = self.tokenizer.encode_batch([s.tokens.text for s in states])
+        device = self.model.device
+        mm = self.model.encode_multimodal(mm_image.expand(len(states), -1, -1, -1), ids.to(device), padding.to(device))
+        for k, state in enumerate(states):
+            length = state.tokens.length
+            item = _FrameCache(mm.patches[k], mm.cls[k], mm.text[k, :length], mm.text_padding[k, :length])
+            if self.config.lookahead == 0:
+                self._incremental_mpg(state, item)
+            state.window.append(item)
+
+    def _incremental_mpg(self, state: _ObjectState, item: _FrameCache) -> None:
+        """Eqs. 2-3 for the newest frame only, against the cached window rows."""
+        mpg = self.model.mask_prior
+        past = list(state.window)[-(self.config.window - 1):] if self.config.window > 1 else []
+        context = torch.stack([c.patches for c in past] + [item.patches])[None]
+        new = item.patches[None, None]
+        contextual = mpg.contextualise(new, context)
+        window_rows = torch.stack([c.contextual for c in past] + [contextual[0, 0]])[None]
+        cls_ctx = mpg.class_tokens(item.cls[None, None], window_rows)
+        prior, global_feature = mpg.project(new, contextual, cls_ctx)
+        item.contextual = contextual[0, 0]
+        item.global_feature = global_feature[0, 0]
+        item.prior = None if prior is None else prior[0, 0]
+
+    def _context(self, state: _ObjectState, upto: int) -> tuple[GlobalContext, int]:
+        """GlobalContext over the object's window frames (ending at window position ``upto``
+        inclusive, or the whole window with look-ahead), and the decoded frame's position."""
+        model = self.model
+        items = list(state.window)
+        if self.config.lookahead == 0:
+            items = items[-self.config.window:]
+            mpg = model.mask_prior
+            positions = torch.arange(len(items), device=model.device)
+            v_g = torch.stack([c.global_feature for c in items])[None] + mpg.temporal_encoding(positions)[None, :, None]
+            prior = None
+            if model.config.mpg.enabled and items[-1].prior is not None:
+                prior = torch.stack([c.prior for c in items])[None]
+            ctx = self._text_context(items, v_g, prior)
+            return ctx, len(items) - 1
+        mm = MultimodalFeatures(
+            cls=torch.stack([c.cls for c in items]),
+            patches=torch.stack([c.patches for c in items]),
+            text=torch.stack([c.text for c in items]),
+            text_padding=torch.stack([c.text_padding for c in items]),
+        )
+        return model.global_context(mm, batch=1), upto
+
+    def _text_context(self, items, v_g, prior) -> GlobalContext:
+        model = self.model
+        cls = torch.stack([c.cls for c in items])[None]
+        sparse = None if model.sparse_prompt is None else model.sparse_prompt(cls).unsqueeze(2)
+        text = None
+        if model.aggregator is not None and model.aggregator.pixel_global:
+            text = model.aggregator.text_proj(torch.stack([c.text for c in items]))[None]
+        padding = torch.stack([c.text_padding for c in items])[None]
+        return GlobalContext(prior=prior, global_feature=v_g, sparse=sparse, text=text, text_padding=padding)
+
+    def _decode(self, pending: _Pending, flushing: bool = False) -> StepResult:
+        model = self.model
+        results = []
+        for state in self._objects.values():
+            # window position of the decoded frame: it lags the newest by the frames still pending
+            upto = len(state.window) - 1 - len(self._pending)
+            if upto < 0:  # command added after this frame arrived
+                continue
+            if state.first_frame is None:
+                state.first_frame = pending.index
+            ctx, t = self._context(state, upto)
+            local = pending.index - state.first_frame
+            out = model.track_step(
+                frame_idx=local,
+                is_init_cond_frame=(local == 0),
+                features=pending.features,
+                prompt=model.frame_prompt(ctx, t),
+                memory=state.memory,
+            )
+            state.memory.add(out.memory, is_cond=(local == 0))
+            logits = F.interpolate(out.mask_logits, size=pending.size, mode="bilinear", align_corners=False)
+            results.append(
+                ObjectResult(
+                    object_id=state.object_id,
+                    text=state.tokens.text,
+                    mask=(logits[0, 0] > model.config.mask_threshold).cpu().numpy(),
+                    score=float(torch.sigmoid(out.object_score_logits[0, 0])),
+                )
+            )
+        reset, self._reset_flag = self._reset_flag, False
+        return StepResult(
+            frame_index=pending.index,
+            stamp=pending.stamp,
+            objects=results,
+            stream_reset=reset,
+            latency_s=time.perf_counter() - pending.started,
+        )
+
+    def state_nbytes(self) -> int:
+        """Bytes held by stream state (windows, memories, pending frames): bounded by config."""
+        total = 0
+        for s in self._objects.values():
+            total += s.memory.nbytes()
+            for c in s.window:
+                for t in (c.patches, c.cls, c.text, c.text_padding, c.contextual, c.global_feature, c.prior):
+                    if t is not None:
+                        total += t.numel() * t.element_size()
+        for p in self._pending:
+            total += sum(t.numel() * t.element_size() for t in p.features.vision_feats + p.features.vision_pos)
+        return total

@@ -1,0 +1,137 @@
+"""Streaming engine: per-frame work done once, bounded state, resets, several commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpg_sam2_ros.core.inference.engine import EngineConfig, StreamingEngine
+from mpg_sam2_ros.core.inference.offline import OfflineRunner
+from mpg_sam2_ros.core.modeling import build_model
+
+
+def frames(n, h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn, self.calls, self.rows = fn, 0, 0
+
+    def __call__(self, x, *args, **kwargs):
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self.fn(x, *args, **kwargs)
+
+
+def test_each_frame_encoded_once_and_shared_by_commands(small_cfg, tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(small_cfg)
+    sam_count, mm_count = Counter(model.encode_image), Counter(model.encode_multimodal)
+    monkeypatch.setattr(model, "encode_image", sam_count)
+    monkeypatch.setattr(model, "encode_multimodal", mm_count)
+    engine = StreamingEngine(model, tokenizer, EngineConfig(window=4))
+    a, b = engine.add_command("the cup"), engine.add_command("the spoon")
+    for i, f in enumerate(frames(6)):
+        res = engine.step(f, stamp=float(i))
+        assert [o.object_id for o in res.objects] == [a, b] and res.frame_index == i
+        assert res.objects[0].mask.shape == (48, 64)
+    assert sam_count.calls == 6 and sam_count.rows == 6  # SAM 2 once per frame, shared
+    assert mm_count.calls == 6 and mm_count.rows == 12   # BEiT-3 once per (frame, command)
+
+
+def test_incremental_mpg_row_equals_full_window(small_model, tokenizer):
+    engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4))
+    oid = engine.add_command("the red ball")
+    for f in frames(6):
+        engine.step(f)
+    state = engine._objects[oid]
+    window = torch.stack([c.patches for c in state.window])[None]
+    full = small_model.mask_prior.contextualise(window)
+    torch.testing.assert_close(state.window[-1].contextual, full[0, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer):
+    """With the window-level parts off (no S_si, S_ci, PGF, OGF) the global context does not
+    matter, so streaming must reproduce the offline runner exactly (memory, prompts, decode)."""
+    cfg = small_cfg.with_overrides([
+        "mpg.spatiotemporal_self_attention=false", "mpg.cross_modal_interaction=false",
+        "hga.pixel_global=false", "hga.object_global=false",
+    ])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    head = model.sam2.sam_mask_decoder.pred_obj_score_head
+    (head.layers[-1] if hasattr(head, "layers") else head).bias.data.fill_(5.0)
+    clip = frames(10)
+    offline = OfflineRunner(model, tokenizer).run(clip, ["the cup"])
+    engine = StreamingEngine(model, tokenizer, EngineConfig(window=3))
+    engine.add_command("the cup")
+    streamed = np.stack([engine.step(f).objects[0].mask for f in clip])
+    assert offline.masks[0].any()
+    np.testing.assert_array_equal(streamed, offline.masks[0])
+
+
+def test_state_is_bounded_on_long_streams(small_model, tokenizer):
+    engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4))
+    engine.add_command("the dog")
+    sizes = []
+    f = frames(1)[0]
+    for i in range(60):
+        engine.step(f, stamp=float(i))
+        sizes.append(engine.state_nbytes())
+    assert sizes[30] == sizes[-1] and max(sizes[30:]) == sizes[-1]
+
+
+def test_resets(small_model, tokenizer):
+    engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4))
+    a = engine.add_command("the cup")
+    b = engine.add_command("the spoon")
+    clip = frames(4)
+    assert engine.step(clip[0], 0.0).stream_reset
+    assert not engine.step(clip[1], 1.0).stream_reset
+    # timestamps going backwards (a bag looping) reset the stream
+    res = engine.step(clip[2], 0.5)
+    assert res.stream_reset and res.frame_index == 0
+    engine.step(clip[3], 0.6)
+    # a resolution change resets the stream
+    res = engine.step(frames(1, h=30, w=40)[0], 0.7)
+    assert res.stream_reset and res.frame_index == 0 and res.objects[0].mask.shape == (30, 40)
+    engine.step(frames(1, h=30, w=40, seed=2)[0], 0.8)
+    # a new command restarts only that object's window and memory
+    assert len(engine._objects[a].memory) == 2
+    engine.set_command(a, "the blue cup")
+    assert len(engine._objects[a].memory) == 0 and len(engine._objects[b].memory) == 2
+    res = engine.step(frames(1, h=30, w=40, seed=3)[0], 0.9)
+    assert {o.object_id: o.text for o in res.objects} == {a: "the blue cup", b: "the spoon"}
+    engine.remove_command(b)
+    assert list(engine.commands) == [a]
+
+
+def test_lookahead_delays_output(small_model, tokenizer):
+    engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=3, lookahead=2))
+    engine.add_command("the cup")
+    clip = frames(5)
+    outs = [engine.step(f, float(i)) for i, f in enumerate(clip)]
+    assert outs[0] is None and outs[1] is None
+    assert [o.frame_index for o in outs[2:]] == [0, 1, 2]
+    rest = engine.flush()
+    assert [o.frame_index for o in rest] == [3, 4] and all(len(o.objects) == 1 for o in rest)
+
+
+def test_engine_bad_input(small_model, tokenizer):
+    from mpg_sam2_ros.core.preprocess import FrameError
+    from mpg_sam2_ros.core.text import TextError
+
+    engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=2, max_objects=1))
+    with pytest.raises(TextError):
+        engine.add_command("")
+    engine.add_command("the cup")
+    with pytest.raises(ValueError, match="at most 1"):
+        engine.add_command("the spoon")
+    with pytest.raises(FrameError):
+        engine.step(np.zeros((10, 10), np.float32))
+    assert engine.step(frames(1)[0]).frame_index == 0  # still usable after a rejected frame
+    with pytest.raises(ValueError):
+        EngineConfig(window=0)
