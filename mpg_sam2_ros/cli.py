@@ -54,6 +54,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .core.segment import run_segment
+
+    summary = run_segment(
+        input_path=args.input, texts=args.text, out_dir=args.out, config=args.config, overrides=args.overrides,
+        checkpoint=args.checkpoint, window=args.window, lookahead=args.lookahead, offline=args.offline,
+        clip_len=args.clip, progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", help="output folder for PNG masks and summary.json")
     p.add_argument("--window", type=int, default=8, help="frames of global context (sliding window)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("segment", help="segment a video file or frame folder: PNG masks, overlay video, JSON summary")
+    _add_model_args(p, "cpu_small")
+    p.add_argument("--input", required=True, help="video file or folder of frames")
+    p.add_argument("--text", action="append", required=True, help="referring expression (repeat for several objects)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--checkpoint", help="full-model weights (ours, a release folder, or a .pt with 'model')")
+    p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
+    p.add_argument("--lookahead", type=int, default=0, help="streaming: delay output k frames for future context")
+    p.add_argument("--offline", action="store_true", help="whole video (or --clip frames) as global context")
+    p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (the paper uses 24 for MeViS)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_segment)
     return parser
 
 
@@ -82,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FrameError, TextError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, FrameError, TextError, FileNotFoundError, ValueError) as exc:
         print(f"mpg-sam2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

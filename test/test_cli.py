@@ -59,3 +59,32 @@ def test_demo_bad_input_is_a_clear_error(tmp_path):
     assert res.returncode == 2 and "command is empty" in res.stderr
     res = run("demo", "--out", str(tmp_path), "--input", str(tmp_path / "none"), check=False)
     assert res.returncode == 2 and "frame folder not found" in res.stderr
+
+
+def test_segment_streaming_two_objects_then_offline_from_video(tmp_path):
+    import cv2
+
+    out = tmp_path / "stream"
+    summary = json.loads(run("segment", "--input", str(REPO / "assets/demo_clip"), "--text", "the red ball",
+                             "--text", "the blue square", "--out", str(out), "--window", "4", "--quiet").stdout)
+    assert summary["mode"] == "streaming" and summary["frames"] == 12 and len(summary["objects"]) == 2
+    for k in (0, 1):
+        pngs = sorted((out / f"object_{k}").glob("*.png"))
+        assert [p.stem for p in pngs] == [f"frame_{i:04d}" for i in range(12)]
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    # the overlay video is itself a valid input; offline mode over fixed clips
+    off = json.loads(run("segment", "--input", str(out / "overlay.mp4"), "--text", "the ball", "--out",
+                         str(tmp_path / "off"), "--offline", "--clip", "5", "--quiet").stdout)
+    assert off["mode"] == "offline" and off["frames"] == 12
+    assert len(list((tmp_path / "off" / "object_0").glob("*.png"))) == 12
+
+
+def test_segment_unreadable_input(tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video")
+    res = run("segment", "--input", str(bad), "--text", "x", "--out", str(tmp_path / "o"), "--quiet", check=False)
+    assert res.returncode == 2 and ("cannot open video" in res.stderr or "no decodable frames" in res.stderr)
+    res = run("segment", "--input", str(tmp_path / "missing"), "--text", "x", "--out", str(tmp_path / "o"), check=False)
+    assert res.returncode == 2 and "input not found" in res.stderr
