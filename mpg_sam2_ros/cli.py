@@ -39,16 +39,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .core.demo import run_demo
+    """``segment`` (streaming) on the bundled clip with a default command."""
+    from .core.segment import run_segment
 
-    summary = run_demo(
-        config=args.config,
-        overrides=args.overrides,
-        checkpoint=args.checkpoint,
-        input_dir=args.input,
-        text=args.text,
-        out_dir=args.out,
-        window=args.window,
+    summary = run_segment(
+        input_path=args.input, texts=[args.text], out_dir=args.out, config=args.config, overrides=args.overrides,
+        checkpoint=args.checkpoint, window=args.window, progress=False,
     )
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,15 +11,13 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from .checkpoint import load_weights
-from .config import load_model_config
-from .demo import load_tokenizer
+from .config import resolve_data_path
 from .inference.engine import EngineConfig, StreamingEngine
 from .inference.offline import OfflineRunner
 from .io import list_frames, read_frame, write_mask
-from .modeling import build_model
+from .modeling import parameter_counts
+from .pipeline import load_pipeline
 from .preprocess import FrameError
 
 COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
@@ -67,12 +65,10 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
     if not texts:
         raise ValueError("give at least one --text")
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    cfg = load_model_config(config, overrides)
-    model = build_model(cfg)
-    weights = load_weights(model, checkpoint).source if checkpoint else "random (seed 0)"
-    tokenizer = load_tokenizer(cfg)
+    pipe = load_pipeline(config, overrides, checkpoint)
+    cfg, model, tokenizer = pipe.config, pipe.model, pipe.tokenizer
     out = Path(out_dir)
+    input_path = resolve_data_path(input_path)
     names, frames = [], []
     for name, frame in iter_frames(input_path):
         names.append(name)
@@ -114,7 +110,7 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
         writer.write(cv2.cvtColor(overlay(f, masks[:, i]), cv2.COLOR_RGB2BGR))
     writer.release()
     summary = {
-        "config": cfg.name, "weights": weights, "input": str(input_path), "frames": len(frames),
+        "config": cfg.name, "weights": pipe.weights, "parameters": parameter_counts(model)["total"], "input": str(input_path), "frames": len(frames),
         "frame_size": [h, w], "mode": "offline" if offline else "streaming",
         "window": None if offline else window, "lookahead": None if offline else lookahead,
         "objects": [{"object_id": k, "text": clean[k], "mask_dir": str(out / f"object_{k}"),
