@@ -58,7 +58,7 @@ def test_demo_bad_input_is_a_clear_error(tmp_path):
     res = run("demo", "--out", str(tmp_path), "--text", "   ", check=False)
     assert res.returncode == 2 and "command is empty" in res.stderr
     res = run("demo", "--out", str(tmp_path), "--input", str(tmp_path / "none"), check=False)
-    assert res.returncode == 2 and "frame folder not found" in res.stderr
+    assert res.returncode == 2 and "input not found" in res.stderr
 
 
 def test_segment_streaming_two_objects_then_offline_from_video(tmp_path):
