@@ -97,7 +97,10 @@ class TextTokenizer:
 
     def encode_batch(self, texts: list[object]) -> tuple[torch.Tensor, torch.Tensor]:
         """Several commands padded to one length: ids [B, L], padding [B, L]."""
-        items = [self.encode(t) for t in texts]
+        return self.pad([self.encode(t) for t in texts])
+
+    def pad(self, items: list[TokenizedText]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Already tokenised commands padded to one length: ids [B, L], padding [B, L]."""
         length = max(i.length for i in items)
         ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
         padding = torch.ones((len(items), length), dtype=torch.bool)

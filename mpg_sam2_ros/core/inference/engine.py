@@ -88,6 +88,8 @@ class _FrameCache:
     contextual: torch.Tensor | None = None    # [N, D] V' row
     global_feature: torch.Tensor | None = None  # [N, C] V_g row without temporal encoding
     prior: torch.Tensor | None = None         # [1, g, g]
+    sparse: torch.Tensor | None = None        # [1, C] projected [CLS] sparse prompt
+    text_proj: torch.Tensor | None = None     # [L, C] projected text tokens (V_u half)
 
 
 @dataclass
@@ -117,6 +119,7 @@ class StreamingEngine:
         self.config = config or EngineConfig()
         self.preprocess = FramePreprocessor.for_model(model)
         self._objects: dict[int, _ObjectState] = {}
+        self._command_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # padded ids, padding
         self._next_id = 0
         self.reset()
 
@@ -129,6 +132,7 @@ class StreamingEngine:
         oid = self._next_id
         self._next_id += 1
         self._objects[oid] = self._fresh_state(oid, tokens)
+        self._command_batch = None
         return oid
 
     def set_command(self, object_id: int, text: str) -> None:
@@ -136,12 +140,15 @@ class StreamingEngine:
         if object_id not in self._objects:
             raise KeyError(f"no object {object_id}")
         self._objects[object_id] = self._fresh_state(object_id, self.tokenizer.encode(text))
+        self._command_batch = None
 
     def remove_command(self, object_id: int) -> None:
         self._objects.pop(object_id, None)
+        self._command_batch = None
 
     def clear_commands(self) -> None:
         self._objects.clear()
+        self._command_batch = None
 
     @property
     def commands(self) -> dict[int, str]:
@@ -202,13 +209,23 @@ class StreamingEngine:
         if not self._objects:
             return
         states = list(self._objects.values())
-        ids, padding = self.tokenizer.encode_batch([s.tokens.text for s in states])
-        device = self.model.device
-        mm = self.model.encode_multimodal(mm_image.expand(len(states), -1, -1, -1), ids.to(device), padding.to(device))
+        model = self.model
+        if self._command_batch is None:  # tokenised once per command change, not per frame
+            ids, padding = self.tokenizer.pad([s.tokens for s in states])
+            self._command_batch = (ids.to(model.device), padding.to(model.device))
+        ids, padding = self._command_batch
+        mm = model.encode_multimodal(mm_image.expand(len(states), -1, -1, -1), ids, padding)
+        incremental = self.config.lookahead == 0
+        sparse = model.sparse_prompt(mm.cls) if incremental and model.sparse_prompt is not None else None
+        text_proj = None
+        if incremental and model.aggregator is not None and model.aggregator.pixel_global:
+            text_proj = model.aggregator.text_proj(mm.text)
         for k, state in enumerate(states):
             length = state.tokens.length
             item = _FrameCache(mm.patches[k], mm.cls[k], mm.text[k, :length], mm.text_padding[k, :length])
-            if self.config.lookahead == 0:
+            if incremental:
+                item.sparse = None if sparse is None else sparse[k : k + 1]
+                item.text_proj = None if text_proj is None else text_proj[k, :length]
                 self._incremental_mpg(state, item)
             state.window.append(item)
 
@@ -249,13 +266,11 @@ class StreamingEngine:
         )
         return model.global_context(mm, batch=1), upto
 
-    def _text_context(self, items, v_g, prior) -> GlobalContext:
-        model = self.model
-        cls = torch.stack([c.cls for c in items])[None]
-        sparse = None if model.sparse_prompt is None else model.sparse_prompt(cls).unsqueeze(2)
-        text = None
-        if model.aggregator is not None and model.aggregator.pixel_global:
-            text = model.aggregator.text_proj(torch.stack([c.text for c in items]))[None]
+    @staticmethod
+    def _text_context(items, v_g, prior) -> GlobalContext:
+        """GlobalContext from the window's cached per-frame projections (computed once per frame)."""
+        sparse = None if items[-1].sparse is None else torch.stack([c.sparse for c in items])[None]
+        text = None if items[-1].text_proj is None else torch.stack([c.text_proj for c in items])[None]
         padding = torch.stack([c.text_padding for c in items])[None]
         return GlobalContext(prior=prior, global_feature=v_g, sparse=sparse, text=text, text_padding=padding)
 
@@ -303,7 +318,8 @@ class StreamingEngine:
         for s in self._objects.values():
             total += s.memory.nbytes()
             for c in s.window:
-                for t in (c.patches, c.cls, c.text, c.text_padding, c.contextual, c.global_feature, c.prior):
+                for t in (c.patches, c.cls, c.text, c.text_padding, c.contextual, c.global_feature, c.prior,
+                          c.sparse, c.text_proj):
                     if t is not None:
                         total += t.numel() * t.element_size()
         for p in self._pending:

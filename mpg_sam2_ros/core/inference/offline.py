@@ -55,14 +55,15 @@ class OfflineRunner:
         for i, f in enumerate(frames):
             if f.shape[:2] != size:
                 raise ValueError(f"frame {i} is {f.shape[1]}x{f.shape[0]}, the video is {size[1]}x{size[0]}")
-        ids, padding = self.tokenizer.encode_batch(list(texts))
+        tokens = [self.tokenizer.encode(t) for t in texts]
+        ids, padding = self.tokenizer.pad(tokens)
         k, n = len(texts), len(frames)
         masks = np.zeros((k, n, *size), dtype=bool)
         scores = np.zeros((k, n), dtype=np.float32)
         clip = self.clip_len or n
         for start in range(0, n, clip):
             self._run_clip(frames[start : start + clip], start, ids, padding, masks, scores, progress)
-        return VideoResult(texts=[self.tokenizer.encode(t).text for t in texts], masks=masks, scores=scores)
+        return VideoResult(texts=[t.text for t in tokens], masks=masks, scores=scores)
 
     def _run_clip(self, frames, start, ids, padding, masks, scores, progress) -> None:
         model = self.model
