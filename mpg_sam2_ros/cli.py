@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 
@@ -62,6 +63,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.evaluation import evaluate_folders, find_sequences
+
+    total = len(find_sequences(args.gt))
+    with tqdm(total=total, desc="eval", unit="seq", disable=args.quiet) as bar:
+        report = evaluate_folders(args.pred, args.gt, bound_th=args.bound_th, progress=bar.update)
+    out = report.as_dict()
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    for kind, items in report.problems.items():
+        print(f"mpg-sam2 eval: warning: {len(items)} {kind.replace('_', ' ')} (listed under problems)", file=sys.stderr)
+    return 1 if args.strict and report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (the paper uses 24 for MeViS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("eval", help="J&F (DAVIS 2017 definitions) of predicted mask folders against ground truth (JSON)")
+    p.add_argument("--pred", required=True, help="folder with one sub-folder of PNG masks per sequence (or video/expression)")
+    p.add_argument("--gt", required=True, help="ground truth in the same layout; frames are matched by file name")
+    p.add_argument("--bound-th", type=float, default=0.008, help="boundary tolerance: fraction of the image diagonal (or pixels if >= 1)")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--strict", action="store_true", help="exit 1 when frames or sequences are missing, extra, unreadable or mis-sized")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
