@@ -81,6 +81,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if args.strict and report.problems else 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    import logging
+
+    from .core.submission import run_submission
+
+    logging.basicConfig(level=logging.WARNING, format="mpg-sam2 submit: warning: %(message)s")
+    summary = run_submission(
+        data=args.data, out_dir=args.out, meta=args.meta, frames_dir=args.frames, config=args.config,
+        overrides=args.overrides, checkpoint=args.checkpoint, clip_len=args.clip, videos=args.videos,
+        zip_path=args.zip, progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["problems"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when frames or sequences are missing, extra, unreadable or mis-sized")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("submit", help="Ref-YouTube-VOS / MeViS submission: offline runner on a split -> Annotations/ + zip")
+    _add_model_args(p, "cpu_small")
+    p.add_argument("--data", required=True, help="split folder with meta_expressions.json and JPEGImages/")
+    p.add_argument("--meta", help="meta_expressions.json elsewhere (Ref-YouTube-VOS keeps it in meta_expressions/valid/)")
+    p.add_argument("--frames", help="JPEGImages folder elsewhere")
+    p.add_argument("--out", required=True, help="output folder: Annotations/<video>/<exp_id>/<frame>.png and submission.zip")
+    p.add_argument("--zip", help="zip path (default OUT/submission.zip)")
+    p.add_argument("--checkpoint", help="full-model weights (ours, a release folder, or a .pt with 'model')")
+    p.add_argument("--clip", type=int, default=None, help="fixed clip length as global context (the paper uses 24 for MeViS)")
+    p.add_argument("--videos", nargs="+", help="only these videos")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_submit)
     return parser
 
 

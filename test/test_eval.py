@@ -169,3 +169,69 @@ def test_eval_command(tmp_path):
     assert run("eval", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "--quiet", "--strict", check=False).returncode == 1
     res = run("eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "nothing"), "--quiet", check=False)
     assert res.returncode == 2 and "not a folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def _split(tmp_path):
+    """A two-video split in the Ref-YouTube-VOS/MeViS layout, made from the bundled clip."""
+    import shutil
+
+    from mpg_sam2_ros.core.config import resolve_data_path
+
+    clip = sorted(resolve_data_path("assets/demo_clip").glob("*.png"))
+    data = tmp_path / "valid"
+    meta = {"videos": {}}
+    for vid, files in (("vidA", clip[:8]), ("vidB", clip[4:10])):
+        (data / "JPEGImages" / vid).mkdir(parents=True)
+        names = []
+        for i, f in enumerate(files):
+            cv2.imwrite(str(data / "JPEGImages" / vid / f"{5 * i:05d}.jpg"), cv2.imread(str(f)), [cv2.IMWRITE_JPEG_QUALITY, 100])
+            names.append(f"{5 * i:05d}")
+        meta["videos"][vid] = {"frames": names, "expressions": {}}
+    meta["videos"]["vidA"]["expressions"] = {"0": {"exp": "the red ball"}, "1": {"exp": "the blue square", "obj_id": 2}}
+    meta["videos"]["vidB"]["expressions"] = {"0": {"exp": "the ball moving right"}}
+    (data / "meta_expressions.json").write_text(json.dumps(meta))
+    shutil.copy(data / "JPEGImages" / "vidA" / "00000.jpg", tmp_path / "probe.jpg")
+    return data, meta
+
+
+def test_submit_writes_the_layout_and_zip_of_the_offline_runner(tmp_path):
+    import zipfile
+
+    data, meta = _split(tmp_path)
+    out = tmp_path / "sub"
+    summary = json.loads(run("submit", "--data", str(data), "--out", str(out), "--clip", "4", "--quiet").stdout)
+    assert summary["videos"] == 2 and summary["expressions"] == 3 and summary["masks"] == 8 * 2 + 6
+    names = zipfile.ZipFile(summary["zip"]).namelist()
+    expected = {f"Annotations/{v}/{e}/{f}.png" for v, m in meta["videos"].items() for e in m["expressions"] for f in m["frames"]}
+    assert set(names) == expected
+    m = cv2.imread(str(out / "Annotations/vidA/1/00035.png"), cv2.IMREAD_UNCHANGED)
+    assert m.shape == (120, 160) and set(np.unique(m)) <= {0, 255}
+    # the same masks as `segment --offline` on that video with the same expressions and clips
+    seg = tmp_path / "seg"
+    run("segment", "--input", str(data / "JPEGImages/vidA"), "--text", "the red ball", "--text", "the blue square",
+        "--out", str(seg), "--offline", "--clip", "4", "--quiet")
+    for k in range(2):
+        for f in meta["videos"]["vidA"]["frames"]:
+            a = cv2.imread(str(out / f"Annotations/vidA/{k}/{f}.png"), cv2.IMREAD_UNCHANGED)
+            b = cv2.imread(str(seg / f"object_{k}/{f}.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(a, b)
+    # and its Annotations folder is what `eval` reads
+    report = json.loads(run("eval", "--pred", str(out / "Annotations"), "--gt", str(out / "Annotations"), "--quiet").stdout)
+    assert report["J&F"] == 100 and report["sequences"] == 3
+
+
+def test_submit_skips_and_reports_bad_videos_and_expressions(tmp_path):
+    data, meta = _split(tmp_path)
+    (data / "JPEGImages/vidB/00010.jpg").unlink()
+    meta["videos"]["vidA"]["expressions"]["2"] = {"exp": "   "}
+    (data / "meta_expressions.json").write_text(json.dumps(meta))
+    res = run("submit", "--data", str(data), "--out", str(tmp_path / "sub"), "--quiet", check=False)
+    assert res.returncode == 1, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["problems"]["skipped_videos"][0].startswith("vidB: frame 00010 not found")
+    assert summary["problems"]["skipped_expressions"] == ["vidA/2: command is empty"]
+    assert len(list((tmp_path / "sub/Annotations/vidA/2").glob("*.png"))) == 8  # layout stays complete
+    assert "skipping video vidB" in res.stderr
+    (data / "meta_expressions.json").write_text("{oops")
+    res = run("submit", "--data", str(data), "--out", str(tmp_path / "sub2"), "--quiet", check=False)
+    assert res.returncode == 2 and "not JSON" in res.stderr
