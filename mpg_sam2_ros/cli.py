@@ -96,6 +96,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 1 if summary["problems"] else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .core.bench import run_bench
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    if len(set(args.windows)) != 3 or sorted(args.windows) != list(args.windows):
+        raise ValueError("--windows takes three increasing sizes: SMALL MID LARGE")
+    if args.memory_frames <= args.memory_warmup:
+        raise ValueError("--memory-frames must exceed --memory-warmup")
+    result = run_bench(
+        config=args.config, windows=tuple(args.windows), measure=args.measure, memory_config=args.memory_config,
+        memory_frames=args.memory_frames, memory_warmup=args.memory_warmup, predictor_frames=args.predictor_frames,
+        device=args.device, bf16=args.bf16, threads=args.threads, skip_memory=args.skip_memory, log=log,
+    )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", nargs="+", help="only these videos")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("bench", help="speed (per-frame breakdown, overhead and window ratios) and memory growth, as JSON")
+    p.add_argument("--config", default="bench_hiera_t", help="speed model (default: SAM 2.1 Hiera-T 1024 + BEiT-3-base 224)")
+    p.add_argument("--windows", type=int, nargs=3, default=[4, 8, 16], metavar=("SMALL", "MID", "LARGE"),
+                   help="window sizes: window_ratio = LARGE / SMALL, overhead_ratio at MID")
+    p.add_argument("--measure", type=int, default=3, help="frames timed per window size, once window and memory are full")
+    p.add_argument("--memory-config", default="cpu_small", help="model for the long-stream memory test")
+    p.add_argument("--memory-frames", type=int, default=1000, help="frames of the long stream")
+    p.add_argument("--memory-warmup", type=int, default=100, help="RSS growth is measured from this frame on")
+    p.add_argument("--predictor-frames", type=int, default=300, help="frames for sam2's SAM2VideoPredictor memory comparison")
+    p.add_argument("--skip-memory", action="store_true", help="speed only")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for the GPU run)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
