@@ -108,7 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.memory_frames <= args.memory_warmup:
         raise ValueError("--memory-frames must exceed --memory-warmup")
     result = run_bench(
-        config=args.config, windows=tuple(args.windows), measure=args.measure, memory_config=args.memory_config,
+        config=args.config, overrides=args.overrides, windows=tuple(args.windows), measure=args.measure, memory_config=args.memory_config,
         memory_frames=args.memory_frames, memory_warmup=args.memory_warmup, predictor_frames=args.predictor_frames,
         device=args.device, bf16=args.bf16, threads=args.threads, skip_memory=args.skip_memory, log=log,
     )
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("bench", help="speed (per-frame breakdown, overhead and window ratios) and memory growth, as JSON")
-    p.add_argument("--config", default="bench_hiera_t", help="speed model (default: SAM 2.1 Hiera-T 1024 + BEiT-3-base 224)")
+    _add_model_args(p, "bench_hiera_t")  # speed model (default: SAM 2.1 Hiera-T 1024 + BEiT-3-base 224)
     p.add_argument("--windows", type=int, nargs=3, default=[4, 8, 16], metavar=("SMALL", "MID", "LARGE"),
                    help="window sizes: window_ratio = LARGE / SMALL, overhead_ratio at MID")
     p.add_argument("--measure", type=int, default=3, help="frames timed per window size, once window and memory are full")
