@@ -250,7 +250,10 @@ def tensor_bytes(obj: object, _seen: set | None = None) -> int:
 
 
 def _state_bytes(state: dict) -> int:
-    return tensor_bytes({k: v for k, v in state.items() if k != "images"})
+    """Without the preloaded video (its cached current frame is a view of it)."""
+    images = state.get("images")
+    seen = {(images.device, images.untyped_storage().data_ptr())} if torch.is_tensor(images) else set()
+    return tensor_bytes({k: v for k, v in state.items() if k != "images"}, seen)
 
 
 def _growth(start: int, end: int) -> dict:
