@@ -16,6 +16,14 @@ def _add_model_args(p: argparse.ArgumentParser, default_config: str) -> None:
                    help="override a config value, e.g. --set sam2.base=sam2/sam2_hiera_l (repeatable)")
 
 
+def _emit(result: dict, out: str | None = None) -> None:
+    """The JSON result on stdout, and in ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .core.config import load_model_config
     from .core.modeling import build_model, parameter_counts
@@ -35,7 +43,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "total_billions": round(counts["total"] / 1e9, 4),
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
-    print(json.dumps(out, indent=2))
+    _emit(out)
     return 0
 
 
@@ -47,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         input_path=args.input, texts=[args.text], out_dir=args.out, config=args.config, overrides=args.overrides,
         checkpoint=args.checkpoint, window=args.window, progress=False,
     )
-    print(json.dumps(summary, indent=2))
+    _emit(summary)
     return 0
 
 
@@ -59,23 +67,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, window=args.window, lookahead=args.lookahead, offline=args.offline,
         clip_len=args.clip, progress=not args.quiet,
     )
-    print(json.dumps(summary, indent=2))
+    _emit(summary)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.evaluation import evaluate_folders, find_sequences
+    from .core.evaluation import evaluate_folders
 
-    total = len(find_sequences(args.gt))
-    with tqdm(total=total, desc="eval", unit="seq", disable=args.quiet) as bar:
-        report = evaluate_folders(args.pred, args.gt, bound_th=args.bound_th, progress=bar.update)
-    out = report.as_dict()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    def progress(items, total):
+        return tqdm(items, total=total, desc="eval", unit="seq", disable=args.quiet)
+
+    report = evaluate_folders(args.pred, args.gt, bound_th=args.bound_th, progress=progress)
+    _emit(report.as_dict(), args.out)
     for kind, items in report.problems.items():
         print(f"mpg-sam2 eval: warning: {len(items)} {kind.replace('_', ' ')} (listed under problems)", file=sys.stderr)
     return 1 if args.strict and report.problems else 0
@@ -92,7 +97,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         overrides=args.overrides, checkpoint=args.checkpoint, clip_len=args.clip, videos=args.videos,
         zip_path=args.zip, progress=not args.quiet,
     )
-    print(json.dumps(summary, indent=2))
+    _emit(summary)
     return 1 if summary["problems"] else 0
 
 
@@ -112,10 +117,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         memory_frames=args.memory_frames, memory_warmup=args.memory_warmup, predictor_frames=args.predictor_frames,
         device=args.device, bf16=args.bf16, threads=args.threads, skip_memory=args.skip_memory, log=log,
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    _emit(result, args.out)
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -176,9 +177,10 @@ class EvalReport:
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, bound_th: float = 0.008,
-                     progress=None) -> EvalReport:
+                     progress: Callable[[Iterable, int], Iterable] | None = None) -> EvalReport:
     """J and F of every ground-truth sequence under ``gt_dir`` against ``pred_dir``
-    (same relative folder, frames matched by file name)."""
+    (same relative folder, frames matched by file name). ``progress(iterable, total)``
+    wraps the loop over sequences (e.g. ``tqdm``)."""
     gt_seqs = find_sequences(gt_dir)
     if not gt_seqs:
         raise EvalError(f"no ground-truth masks (*.png) under {gt_dir}")
@@ -188,7 +190,10 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, bound_th: floa
         "missing_sequences": [], "extra_sequences": sorted(set(pred_seqs) - set(gt_seqs)),
         "missing_frames": [], "extra_frames": [], "size_mismatch": [], "unreadable": [],
     }
-    for seq, gt_frames in gt_seqs.items():
+    items: Iterable = gt_seqs.items()
+    if progress is not None:
+        items = progress(items, len(gt_seqs))
+    for seq, gt_frames in items:
         pred_frames = pred_seqs.get(seq)
         if pred_frames is None:
             problems["missing_sequences"].append(seq)
@@ -220,8 +225,6 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, *, bound_th: floa
             fs.append(boundary_f(pred, gt, bound_th))
         if js:
             report.sequences[seq] = SequenceScore(J=float(np.mean(js)), F=float(np.mean(fs)), frames=len(js))
-        if progress is not None:
-            progress(1)
     report.problems = {k: v for k, v in problems.items() if v}
     if not report.sequences:
         raise EvalError(f"no readable ground-truth frame under {gt_dir}")

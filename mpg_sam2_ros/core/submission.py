@@ -24,13 +24,12 @@ from typing import Sequence
 import numpy as np
 
 from .inference.offline import OfflineRunner
-from .io import read_frame, write_mask
+from .io import IMAGE_SUFFIXES, read_frame, write_mask
 from .pipeline import load_pipeline
 from .preprocess import FrameError
 from .text import TextError
 
 log = logging.getLogger(__name__)
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass
@@ -90,11 +89,11 @@ class SubmissionWriter:
 
 
 def _frame_path(folder: Path, name: str) -> Path:
-    for suffix in FRAME_SUFFIXES:
+    for suffix in IMAGE_SUFFIXES:
         p = folder / f"{name}{suffix}"
         if p.is_file():
             return p
-    raise FrameError(f"frame {name} not found in {folder} ({', '.join(FRAME_SUFFIXES)})")
+    raise FrameError(f"frame {name} not found in {folder} ({', '.join(IMAGE_SUFFIXES)})")
 
 
 def run_submission(*, data: str, out_dir: str, meta: str | None = None, frames_dir: str | None = None,
