@@ -143,6 +143,18 @@ class SequenceScore:
                 "J&F": round(50 * (self.J + self.F), 4), "frames": self.frames}
 
 
+def score_sequence(preds: Iterable[np.ndarray], gts: Iterable[np.ndarray], *, bound_th: float = 0.008) -> SequenceScore:
+    """J and F of one sequence given as arrays (bool [H, W] per frame), averaged over frames:
+    what ``evaluate_folders`` computes for one folder."""
+    js, fs = [], []
+    for pred, gt in zip(preds, gts, strict=True):
+        js.append(region_similarity(pred, gt))
+        fs.append(boundary_f(pred, gt, bound_th))
+    if not js:
+        raise ValueError("a sequence needs at least one frame")
+    return SequenceScore(J=float(np.mean(js)), F=float(np.mean(fs)), frames=len(js))
+
+
 @dataclass
 class EvalReport:
     """Scores and every problem met. Missing predictions (sequences, frames, unreadable or

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .checkpoint import load_weights
-from .config import ModelConfig, load_model_config, resolve_data_path
+from .checkpoint import load_weights, read_checkpoint_config
+from .config import ModelConfig, load_model_config, repo_root, resolve_data_path
 from .modeling import MPGSAM2, build_model
 from .text import TextTokenizer
+
+# The package's default model: trained on the synthetic benchmark (``mpg-sam2 train``), shipped
+# in the repo. Until it exists, commands fall back to ``FALLBACK_CONFIG`` with random weights.
+DEFAULT_CHECKPOINT = "assets/models/default.safetensors"
+FALLBACK_CONFIG = "cpu_small"
 
 
 @dataclass
@@ -21,16 +27,35 @@ class Pipeline:
     weights: str
 
 
+def default_checkpoint() -> Path | None:
+    """The bundled trained model, or None when the repo has none."""
+    p = repo_root() / DEFAULT_CHECKPOINT
+    return p if p.is_file() else None
+
+
 def load_tokenizer(cfg: ModelConfig) -> TextTokenizer:
     if not cfg.tokenizer:
         raise FileNotFoundError(f"config {cfg.name} names no tokenizer")
     return TextTokenizer(resolve_data_path(cfg.tokenizer), max_len=cfg.beit3.max_text_len, vocab_size=cfg.beit3.vocab_size)
 
 
-def load_pipeline(config: str, overrides: Sequence[str] = (), checkpoint: str | None = None, seed: int = 0) -> Pipeline:
-    """Build the model of ``config`` (random weights from ``seed`` unless ``checkpoint``)."""
+def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), checkpoint: str | None = None,
+                  seed: int = 0) -> Pipeline:
+    """Build a model and load its weights.
+
+    - neither ``config`` nor ``checkpoint``: the bundled default model (random ``FALLBACK_CONFIG``
+      weights from ``seed`` while the repo ships none);
+    - ``checkpoint`` only: our safetensors rebuild their own config (other formats need ``config``);
+    - ``config`` only: that config with random weights from ``seed``.
+    """
+    if config is None and checkpoint is None:
+        default = default_checkpoint()
+        checkpoint = str(default) if default is not None else None
     torch.manual_seed(seed)
-    cfg = load_model_config(config, overrides)
+    if config is None and checkpoint is not None and Path(checkpoint).suffix == ".safetensors":
+        cfg = read_checkpoint_config(checkpoint).with_overrides(list(overrides))
+    else:
+        cfg = load_model_config(config or FALLBACK_CONFIG, overrides)
     model = build_model(cfg)
     weights = load_weights(model, checkpoint).source if checkpoint else f"random (seed {seed})"
     return Pipeline(cfg, model, load_tokenizer(cfg), weights)

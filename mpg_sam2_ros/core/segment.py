@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import resolve_data_path
 from .inference.engine import EngineConfig, StreamingEngine
-from .inference.offline import OfflineRunner
+from .inference.offline import OfflineRunner, VideoResult
 from .io import list_frames, read_frame, write_mask
 from .modeling import parameter_counts
 from .pipeline import load_pipeline
@@ -58,7 +58,31 @@ def overlay(frame: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: str = "cpu_small",
+def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequence[str], *, window: int = 8,
+                  lookahead: int = 0, progress=None) -> VideoResult:
+    """A whole video through the streaming engine (all commands at once, stamps = frame
+    index): masks [K, T, H, W] and presence scores [K, T], as ``OfflineRunner.run`` returns."""
+    engine = StreamingEngine(model, tokenizer, EngineConfig(window=window, lookahead=lookahead,
+                                                            max_objects=max(len(texts), EngineConfig.max_objects)))
+    ids = [engine.add_command(t) for t in texts]
+    masks = np.zeros((len(texts), len(frames), *frames[0].shape[:2]), bool)
+    scores = np.zeros((len(texts), len(frames)), np.float32)
+    results = []
+    for i, f in enumerate(frames):
+        r = engine.step(f, stamp=float(i))
+        if r is not None:
+            results.append(r)
+        if progress is not None:
+            progress(1)
+    results += engine.flush()
+    for r in results:
+        for o in r.objects:
+            k = ids.index(o.object_id)
+            masks[k, r.frame_index], scores[k, r.frame_index] = o.mask, o.score
+    return VideoResult(texts=[engine.commands[i] for i in ids], masks=masks, scores=scores)
+
+
+def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: str | None = None,
                 overrides: Sequence[str] = (), checkpoint: str | None = None, window: int = 8,
                 lookahead: int = 0, offline: bool = False, clip_len: int | None = None,
                 fps: float = 10.0, progress: bool = True) -> dict:
@@ -79,26 +103,12 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
     t1 = time.perf_counter()
     if offline:
         res = OfflineRunner(model, tokenizer, clip_len=clip_len).run(frames, list(texts), progress=bar.update)
-        masks, scores, clean = res.masks, res.scores, res.texts
     else:
-        engine = StreamingEngine(model, tokenizer, EngineConfig(window=window, lookahead=lookahead))
-        ids = [engine.add_command(t) for t in texts]
-        masks = np.zeros((len(texts), len(frames), *frames[0].shape[:2]), bool)
-        scores = np.zeros((len(texts), len(frames)), np.float32)
-        results = []
         for i, f in enumerate(frames):
             if f.shape[:2] != frames[0].shape[:2]:
                 raise FrameError(f"frame {names[i]} is {f.shape[1]}x{f.shape[0]}, the video is {frames[0].shape[1]}x{frames[0].shape[0]}")
-            r = engine.step(f, stamp=float(i))
-            if r is not None:
-                results.append(r)
-            bar.update(1)
-        results += engine.flush()
-        for r in results:
-            for o in r.objects:
-                k = ids.index(o.object_id)
-                masks[k, r.frame_index], scores[k, r.frame_index] = o.mask, o.score
-        clean = [engine.commands[i] for i in ids]
+        res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead, progress=bar.update)
+    masks, scores, clean = res.masks, res.scores, res.texts
     bar.close()
     t2 = time.perf_counter()
     for k in range(len(texts)):

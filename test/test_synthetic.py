@@ -1,0 +1,127 @@
+"""The synthetic benchmark: deterministic bytes, the Ref-YouTube-VOS layout read back by the
+real loader, every expression type with a real distractor, and bench-accuracy's JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from mpg_sam2_ros.cli import main
+from mpg_sam2_ros.training.datasets import RefYouTubeVOS
+from mpg_sam2_ros.training.synthetic import (EXPRESSION_TYPES, SyntheticConfig, generate_video, write_split)
+
+
+def _digest(root) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_and_prefix(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_split(a, seed=7, videos=3)
+    write_split(b, seed=7, videos=3)
+    write_split(c, seed=8, videos=3)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+    # video i depends on (seed, i) only
+    v = generate_video(7, 2)
+    assert np.array_equal(v.frames, generate_video(7, 2).frames)
+    assert not np.array_equal(v.frames, generate_video(7, 1).frames)
+
+
+def test_layout_read_back_by_loader(tmp_path):
+    stats = write_split(tmp_path, seed=3, videos=4)
+    split = RefYouTubeVOS(tmp_path)
+    assert not split.problems
+    assert len(split.videos) == 4
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    exprs = split.expressions()
+    assert len(exprs) == stats["expressions"]
+    assert {e.exp_type for e in exprs} <= set(EXPRESSION_TYPES)
+    for e in exprs:
+        video = split.video(e.video)
+        masks = split.expression_masks(e, range(len(video.frame_names)))
+        info = meta["videos"][e.video]["expressions"][e.exp_id]
+        assert info["distractors"], "every expression has a distractor"
+        assert int((~masks.reshape(len(masks), -1).any(1)).sum()) == info["absent_frames"]
+        if e.exp_type == "absent":
+            assert info["absent_frames"] >= 2 and masks.any()
+    frames = split.read_frames(split.videos[0], [0, 1])
+    assert frames.shape == (2, 120, 160, 3) and frames.dtype == np.uint8
+    assert (tmp_path / "JPEGImages" / split.videos[0].video / "00000.png").is_file()  # lossless by default
+
+
+def test_expression_types_and_distractors_hold():
+    cfg = SyntheticConfig()
+    counts = dict.fromkeys(EXPRESSION_TYPES, 0)
+    for i in range(12):
+        v = generate_video(11, i, cfg)
+        objs = {o.oid: o for o in v.objects}
+        for e in v.expressions:
+            counts[e.type] += 1
+            t = objs[e.target]
+            assert e.text.startswith("the ")
+            for d in e.distractors:
+                o = objs[d]
+                if e.type in ("motion", "spatial"):
+                    assert o.same_look(t), "motion/spatial distractors look exactly like the target"
+                else:
+                    assert o.color == t.color or o.shape == t.shape
+            if e.type == "motion":
+                assert t.motion not in {objs[d].motion for d in e.distractors}
+                assert any(w in e.text for w in ("mov", "going", "grow", "shrink", "still", "bounc", "stays", "bigger", "smaller"))
+            if e.type == "spatial":
+                d = objs[e.distractors[0]]
+                vis = [(v.labels[i] == t.oid).any() and (v.labels[i] == d.oid).any() for i in range(cfg.frames)]
+                axis = "x" if ("left" in e.text or "right" in e.text) else "y"
+                first = ("left" in e.text) or ("top" in e.text) or ("higher" in e.text)
+                a, b = getattr(t, axis), getattr(d, axis)
+                assert all((a[i] < b[i]) == first for i in range(cfg.frames) if vis[i])
+    assert all(counts[t] > 0 for t in ("appearance", "spatial", "motion")), counts
+
+
+def test_long_videos_leave_and_come_back():
+    v = generate_video(4, 0, SyntheticConfig(frames=200))
+    assert v.frames.shape[0] == 200
+    assert not any(o.motion in ("grow", "shrink") for o in v.objects)
+    for o in v.objects:  # wrap-around linear motion: off screen, then back
+        area = (v.labels == o.oid).reshape(200, -1).sum(1)
+        if o.motion in ("left", "right", "up", "down") and (area == 0).any():
+            first_gone = int(np.flatnonzero(area == 0)[0])
+            assert (area[first_gone:] > 0).any()
+            return
+    pytest.skip("no object left the frame in this video")
+
+
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(ValueError):
+        SyntheticConfig(frames=1)
+    assert main(["make-synthetic", "--out", str(tmp_path / "s"), "--seed", "1", "--videos", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["make-synthetic", "--out", str(tmp_path / "s"), "--seed", "1", "--videos", "1", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["make-synthetic", "--out", str(tmp_path / "t"), "--seed", "1", "--videos", "0", "--quiet"]) == 2
+
+
+def test_bench_accuracy_json(tmp_path, capsys):
+    out = tmp_path / "acc.json"
+    rc = main(["bench-accuracy", "--config", "cpu_small", "--seed", "5", "--videos", "2", "--frames", "6",
+               "--mode", "both", "--window", "4", "--quiet", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["weights"].startswith("random")
+    assert set(res["modes"]) == {"streaming", "offline"}
+    for mode in res["modes"].values():
+        assert 0 <= mode["J&F"] <= 100
+        assert set(mode["by_type"]) == set(EXPRESSION_TYPES)
+        assert mode["seconds_per_frame"] > 0
+        assert 0 <= mode["absent_frames"]["false_positive_rate"] <= 1
+    assert res["J&F"] == res["modes"]["streaming"]["J&F"]
+    assert res["generator"]["videos"] == 2
