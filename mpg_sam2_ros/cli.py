@@ -11,7 +11,9 @@ from typing import Sequence
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    p.add_argument("--config", default=default_config, help="model config name (config/models/NAME.yaml) or a YAML path")
+    default_help = f"(default: {default_config})" if default_config else "(default: the bundled default model)"
+    p.add_argument("--config", default=default_config,
+                   help=f"model config name (config/models/NAME.yaml) or a YAML path {default_help}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set sam2.base=sam2/sam2_hiera_l (repeatable)")
 
@@ -121,6 +123,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synthetic_config(args: argparse.Namespace):
+    from .training.synthetic import SyntheticConfig
+
+    return SyntheticConfig(frames=args.frames, width=args.width, height=args.height)
+
+
+def _add_synthetic_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=24, help="frames per video")
+    p.add_argument("--width", type=int, default=160, help="frame width in pixels")
+    p.add_argument("--height", type=int, default=120, help="frame height in pixels")
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .training.synthetic import write_split
+
+    cfg = _synthetic_config(args)
+    with tqdm(total=args.videos, desc="make-synthetic", unit="video", disable=args.quiet) as bar:
+        stats = write_split(args.out, seed=args.seed, videos=args.videos, cfg=cfg, jpeg=args.jpeg,
+                            overwrite=args.overwrite, progress=bar.update)
+    _emit({"out": str(args.out), **stats})
+    return 0
+
+
+def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from .training.bench_accuracy import run_bench_accuracy
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[bench-accuracy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    modes = ["streaming", "offline"] if args.mode == "both" else [args.mode]
+    result = run_bench_accuracy(
+        seed=args.seed, videos=args.videos, checkpoint=args.checkpoint, config=args.config, overrides=args.overrides,
+        modes=modes, window=args.window, lookahead=args.lookahead, clip_len=args.clip,
+        synthetic=_synthetic_config(args), data=args.data, progress=not args.quiet, log=log,
+    )
+    _emit(result, args.out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.train import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpg-sam2", description="MPG-SAM 2 referring video object segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +239,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("make-synthetic", help="write a synthetic referring-video split (Ref-YouTube-VOS layout); statistics as JSON")
+    p.add_argument("--out", required=True, help="output folder (JPEGImages/, Annotations/, meta_expressions.json, meta.json)")
+    p.add_argument("--seed", type=int, required=True, help="video i of a seed is always the same bytes")
+    p.add_argument("--videos", type=int, required=True, help="number of videos")
+    _add_synthetic_args(p)
+    p.add_argument("--jpeg", action="store_true", help="write frames as JPEG (default: lossless PNG)")
+    p.add_argument("--overwrite", action="store_true", help="replace a split already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_make_synthetic)
+
+    p = sub.add_parser("bench-accuracy", help="J&F per expression type on held-out synthetic videos (JSON)")
+    _add_model_args(p, None)
+    p.add_argument("--checkpoint", help="weights (default: the bundled default model)")
+    p.add_argument("--seed", type=int, required=True, help="seed of the held-out videos (use one never trained on)")
+    p.add_argument("--videos", type=int, required=True, help="number of videos")
+    p.add_argument("--mode", choices=["streaming", "offline", "both"], default="streaming", help="inference mode(s)")
+    p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
+    p.add_argument("--lookahead", type=int, default=0, help="streaming: frames of look-ahead")
+    p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (default: the whole video)")
+    p.add_argument("--data", help="score an existing split (Ref-YouTube-VOS layout) instead of generating one")
+    _add_synthetic_args(p)
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=cmd_bench_accuracy)
+
+    from .training.train import add_arguments as add_train_arguments
+
+    p = sub.add_parser("train", help="train a model from a recipe (config/training/*.yaml); DDP with torchrun")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -198,10 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .core.config import ConfigError
     from .core.preprocess import FrameError
     from .core.text import TextError
+    from .training.train import TrainingError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FrameError, TextError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, CheckpointError, FrameError, TextError, TrainingError, FileNotFoundError, FileExistsError,
+            ValueError) as exc:
         print(f"mpg-sam2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -49,8 +49,10 @@ class AttentionFFNBlock(nn.Module):
         query_pos: torch.Tensor | None = None,
         context_pos: torch.Tensor | None = None,
         context_padding: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """query [Sq, B, C], context [Sk, B, C] (None: self-attention), context_padding [B, Sk]."""
+        """query [Sq, B, C], context [Sk, B, C] (None: self-attention), context_padding [B, Sk],
+        attn_mask bool [Sq, Sk] (True: may not attend)."""
         if context is None:
             context, context_pos = query, query_pos
         attended = self.attn(
@@ -58,6 +60,7 @@ class AttentionFFNBlock(nn.Module):
             _with_pos(context, context_pos),
             context,
             key_padding_mask=context_padding,
+            attn_mask=attn_mask,
             need_weights=False,
         )[0]
         x = self.norm1(query + self.dropout1(attended))

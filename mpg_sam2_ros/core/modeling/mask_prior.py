@@ -21,6 +21,14 @@ class MaskPriorOutput:
     global_feature: torch.Tensor
 
 
+def causal_mask(frames: int, rows_per_frame: int, keys_per_frame: int, device=None) -> torch.Tensor:
+    """bool [frames * rows_per_frame, frames * keys_per_frame], True where a query row of frame
+    t would attend to a key of a frame after t (block-causal over frames)."""
+    q = torch.arange(frames, device=device).repeat_interleave(rows_per_frame)
+    k = torch.arange(frames, device=device).repeat_interleave(keys_per_frame)
+    return k[None, :] > q[:, None]
+
+
 class MaskPriorGenerator(nn.Module):
     """Pseudo-mask priors and the global video feature from BEiT-3 outputs of T frames.
 
@@ -73,23 +81,33 @@ class MaskPriorGenerator(nn.Module):
         """[T] frame positions -> [T, C] sine encoding added to V_g (as the released model)."""
         return get_1d_sine_pe(positions.float(), dim=self.out_dim)
 
-    def contextualise(self, patches: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def contextualise(self, patches: torch.Tensor, context: torch.Tensor | None = None, *,
+                      causal: bool = False) -> torch.Tensor:
         """V' rows for ``patches`` [B, Tq, N, D] attending to ``context`` [B, Tk, N, D]
-        (default: themselves, i.e. the full Eq. 2 self-attention over all Tq x N tokens)."""
+        (default: themselves, i.e. the full Eq. 2 self-attention over all Tq x N tokens).
+        ``causal`` (self-attention only): frame t's rows attend to frames 0..t, as the
+        streaming engine computes them."""
         if self.spatiotemporal is None:
             return patches
         b, tq, n, d = patches.shape
         q = patches.reshape(b, tq * n, d).transpose(0, 1)
         kv = None if context is None else context.reshape(b, -1, d).transpose(0, 1)
-        return self.spatiotemporal(q, kv).transpose(0, 1).reshape(b, tq, n, d)
+        mask = None
+        if causal:
+            if context is not None:
+                raise ValueError("causal self-attention takes no separate context")
+            mask = causal_mask(tq, n, n, device=patches.device)
+        return self.spatiotemporal(q, kv, attn_mask=mask).transpose(0, 1).reshape(b, tq, n, d)
 
-    def class_tokens(self, cls: torch.Tensor, contextual: torch.Tensor) -> torch.Tensor:
-        """V'_cls: cls [B, Tq, D] attend to all V' tokens contextual [B, Tk, N, D] (Eq. 2)."""
+    def class_tokens(self, cls: torch.Tensor, contextual: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        """V'_cls: cls [B, Tq, D] attend to all V' tokens contextual [B, Tk, N, D] (Eq. 2);
+        ``causal`` (Tq == Tk): frame t's [CLS] attends to the V' rows of frames 0..t."""
         if self.cls_attention is None:
             return cls
         b, tk, n, d = contextual.shape
         memory = contextual.reshape(b, tk * n, d).transpose(0, 1)
-        attended = self.cls_attention(cls.transpose(0, 1), memory, memory, need_weights=False)[0]
+        mask = causal_mask(cls.shape[1], 1, n, device=cls.device) if causal else None
+        attended = self.cls_attention(cls.transpose(0, 1), memory, memory, attn_mask=mask, need_weights=False)[0]
         return cls * attended.transpose(0, 1)
 
     def project(
@@ -107,17 +125,19 @@ class MaskPriorGenerator(nn.Module):
         return prior, self.global_proj(source)
 
     def forward(
-        self, patches: torch.Tensor, cls: torch.Tensor, positions: torch.Tensor | None = None
+        self, patches: torch.Tensor, cls: torch.Tensor, positions: torch.Tensor | None = None, *, causal: bool = False
     ) -> MaskPriorOutput:
         """
         patches:   [B, T, N_v, D] BEiT-3 patch embeddings of T frames
         cls:       [B, T, D] multimodal [CLS] tokens
         positions: [T] frame positions for the temporal encoding (default 0..T-1)
+        causal:    frame t sees frames 0..t only in both attentions of Eq. 2 (what the
+                   streaming engine computes; the paper's offline model is bidirectional)
         """
         if patches.dim() != 4 or cls.dim() != 3 or patches.shape[:2] != cls.shape[:2]:
             raise ValueError(f"expected patches [B,T,N,D] and cls [B,T,D], got {tuple(patches.shape)}, {tuple(cls.shape)}")
-        contextual = self.contextualise(patches)
-        cls_ctx = self.class_tokens(cls, contextual)
+        contextual = self.contextualise(patches, causal=causal)
+        cls_ctx = self.class_tokens(cls, contextual, causal=causal)
         prior, global_feature = self.project(patches, contextual, cls_ctx)
         if positions is None:
             positions = torch.arange(patches.shape[1], device=patches.device)

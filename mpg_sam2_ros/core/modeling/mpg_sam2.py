@@ -180,16 +180,18 @@ class MPGSAM2(nn.Module):
         return self.multimodal_encoder(images, text_ids, text_padding)
 
     # ----- window-level context -------------------------------------------------------
-    def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None) -> GlobalContext:
+    def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None,
+                       causal: bool = False) -> GlobalContext:
         """MPG over T frames. ``mm`` holds B*T rows ordered object-major ([b0t0, b0t1, ...]);
-        ``positions`` [T] are the frames' positions for V_g's temporal encoding."""
+        ``positions`` [T] are the frames' positions for V_g's temporal encoding; ``causal``
+        computes Eq. 2 with frame t seeing frames 0..t (streaming-consistent training)."""
         n = len(mm)
         if n % batch:
             raise ValueError(f"{n} multimodal rows do not split into {batch} objects")
         t = n // batch
         patches = mm.patches.reshape(batch, t, *mm.patches.shape[1:])
         cls = mm.cls.reshape(batch, t, -1)
-        mp = self.mask_prior(patches, cls, positions)
+        mp = self.mask_prior(patches, cls, positions, causal=causal)
         sparse = None
         if self.sparse_prompt is not None:
             sparse = self.sparse_prompt(cls).unsqueeze(2)
@@ -204,9 +206,15 @@ class MPGSAM2(nn.Module):
             text_padding=mm.text_padding.reshape(batch, t, -1),
         )
 
-    def frame_prompt(self, ctx: GlobalContext, t: int) -> FramePrompt:
+    def frame_prompt(self, ctx: GlobalContext, t: int, *, causal: bool = False) -> FramePrompt:
         """The prompt of window frame ``t``: its prior, its [CLS], and V_g / V_u over the
-        whole window (the global context, Eqs. 4-5)."""
+        whole window (the global context, Eqs. 4-5); ``causal``: over frames 0..t only, as
+        the streaming engine sees them."""
+        if causal:
+            ctx = GlobalContext(
+                prior=ctx.prior, global_feature=ctx.global_feature[:, : t + 1], sparse=ctx.sparse,
+                text=ctx.text, text_padding=ctx.text_padding,
+            )
         b = ctx.global_feature.shape[0]
         prompt = FramePrompt(
             prior=None if ctx.prior is None else ctx.prior[:, t],

@@ -1,0 +1,179 @@
+"""Training recipes: one YAML per recipe (``config/training/``), loaded into typed dataclasses.
+Every key must be known: a typo is an error that names it, never silently ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..core.config import ConfigError, repo_root
+from .losses import LossConfig
+
+DATA_FORMATS = ("synthetic", "ytvos", "davis", "mevis", "refcoco")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Synthetic split generated into ``data.root`` when it holds none yet."""
+
+    seed: int = 1000
+    videos: int = 1000
+    frames: int = 24
+    width: int = 160
+    height: int = 120
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = 0.5
+    photometric: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """format: synthetic | ytvos | davis | mevis | refcoco; root: the split folder (relative
+    paths from the repo root or the working directory); meta / frames_dir: Ref-YouTube-VOS
+    files kept elsewhere; dataset / split / split_by: RefCOCO; num_frames: frames per clip;
+    sampler: official | stream (contiguous clips of num_frames, what the engine sees)."""
+
+    format: str = "synthetic"
+    root: str = "data/synthetic_train"
+    meta: str | None = None
+    frames_dir: str | None = None
+    dataset: str = "refcoco"
+    split: str = "train"
+    split_by: str | None = None
+    num_frames: int = 5
+    sampler: str = "official"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    generate: GenerateConfig | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with the official parameter groups: ``lr_fusion`` for the new fusion modules
+    (the official 5e-5 group), ``lr`` for everything else."""
+
+    lr: float = 2e-6
+    lr_fusion: float = 5e-5
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """model: model config name or YAML; model_overrides: ``key=value`` list; init: weights to
+    start from (our safetensors, a release folder or a .pt with "model"); sam2_checkpoint /
+    beit3_checkpoint: official encoder weights; tokenizer: overrides the model config's;
+    freeze: parameter-name prefixes kept frozen (default SAM 2's image encoder; [] unfreezes);
+    causal: streaming-consistent training (causal Eq. 2, window-relative positions)."""
+
+    name: str = "train"
+    model: str = "cpu_small"
+    model_overrides: tuple[str, ...] = ()
+    init: str | None = None
+    sam2_checkpoint: str | None = None
+    beit3_checkpoint: str | None = None
+    tokenizer: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    freeze: tuple[str, ...] = ("sam2.image_encoder",)
+    causal: bool = False
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    precision: str = "fp32"
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    threads: int | None = None
+    source: str | None = None
+
+    def validate(self) -> "TrainConfig":
+        d = self.data
+        if d.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format must be one of {', '.join(DATA_FORMATS)}, got {d.format!r}")
+        if d.sampler not in ("official", "stream"):
+            raise ConfigError(f"data.sampler must be official or stream, got {d.sampler!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if d.num_frames < 1:
+            raise ConfigError(f"data.num_frames must be >= 1, got {d.num_frames}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, where: str):
+    """A dataclass from a mapping; unknown keys are an error naming ``where.key``."""
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'training config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown training config key {name!r} (known: {', '.join(sorted(fields))})")
+        sub = {"data": DataConfig, "optim": OptimConfig, "augment": AugmentConfig}.get(key)
+        if key == "generate" and cls is DataConfig:
+            value = None if value is None else _build(GenerateConfig, value, name)
+        elif key == "loss" and cls is TrainConfig:
+            try:
+                value = LossConfig.from_dict(value or {})
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
+        elif sub is not None and isinstance(value, Mapping):
+            value = _build(sub, value, name)
+        elif key in ("model_overrides", "freeze", "betas"):
+            value = tuple(value or ())
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'training config'}: {exc}") from exc
+
+
+def training_config_from_dict(data: Mapping[str, Any], source: str | None = None) -> TrainConfig:
+    cfg = _build(TrainConfig, data, "")
+    return dataclasses.replace(cfg, source=source).validate()
+
+
+def load_training_config(name_or_path: str, overrides: Sequence[str] = ()) -> TrainConfig:
+    """``config/training/NAME.yaml`` or a YAML path, then ``a.b=value`` overrides."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = repo_root() / "config" / "training" / f"{name_or_path}.yaml"
+    if not p.is_file():
+        known = sorted(q.stem for q in (repo_root() / "config" / "training").glob("*.yaml"))
+        raise ConfigError(f"training config not found: {name_or_path} (known: {', '.join(known)})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return training_config_from_dict(data, source=str(p))

@@ -1,0 +1,102 @@
+"""Training forward pass: a batch of referring clips through MPG-SAM 2 with SAM 2's memory,
+as the official training runs the video path (every frame decoded with the memory of the
+previous ones, back-propagating through it; frame 0 is the conditioning frame).
+
+``causal=True`` is the streaming-consistent mode (DESIGN.md §8): Eq. 2 with frame t seeing
+frames 0..t only, and V_g / V_u of frame t built from frames 0..t, positions 0..t: what the
+streaming engine computes for a stream that starts at the clip's first frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.inference.memory import MemoryBank
+from ..core.modeling.mpg_sam2 import MPGSAM2
+from ..core.text import TextTokenizer
+from .datasets import ReferringClip
+
+
+@dataclass
+class ClipBatch:
+    """B clips of T frames at the model's input sizes.
+
+    sam [B, T, 3, S, S] and mm [B, T, 3, m, m] normalised images; ids / padding [B, L];
+    target [B, T, S, S] float 0/1 masks; texts the B (augmented) expressions."""
+
+    sam: torch.Tensor
+    mm: torch.Tensor
+    ids: torch.Tensor
+    padding: torch.Tensor
+    target: torch.Tensor
+    texts: list[str]
+
+    def to(self, device) -> "ClipBatch":
+        return ClipBatch(self.sam.to(device), self.mm.to(device), self.ids.to(device), self.padding.to(device),
+                         self.target.to(device), self.texts)
+
+
+@dataclass
+class ClipOutput:
+    """multimask [B, T, M, S, S], single [B, T, 1, S, S] logits; ious [B, T, M];
+    object_score_logits [B, T, 1]; text_tokens [B, T, L, D] raw BEiT-3 text tokens."""
+
+    multimask: torch.Tensor
+    single: torch.Tensor
+    ious: torch.Tensor
+    object_score_logits: torch.Tensor
+    text_tokens: torch.Tensor
+
+
+def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTokenizer) -> ClipBatch:
+    """Resize and normalise clips for both encoders (bilinear with antialiasing, as the
+    inference preprocessing), targets to S x S; all clips must have the same T."""
+    t = {len(c.frames) for c in clips}
+    if len(t) != 1:
+        raise ValueError(f"clips of different lengths in one batch: {sorted(t)}")
+    s, m = model.image_size, model.mm_image_size
+    mean = torch.tensor(model.config.pixel_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.pixel_std).view(1, 3, 1, 1)
+    sam, mm, target = [], [], []
+    for c in clips:
+        x = torch.from_numpy(np.ascontiguousarray(c.frames)).permute(0, 3, 1, 2).float() / 255.0
+        sam.append((F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True) - mean) / std)
+        mm.append((F.interpolate(x, size=(m, m), mode="bilinear", align_corners=False, antialias=True) - mean) / std)
+        y = torch.from_numpy(np.ascontiguousarray(c.masks)).float()[:, None]
+        target.append((F.interpolate(y, size=(s, s), mode="bilinear", align_corners=False) > 0.5).float()[:, 0])
+    ids, padding = tokenizer.encode_batch([c.text for c in clips])
+    return ClipBatch(torch.stack(sam), torch.stack(mm), ids, padding, torch.stack(target), [c.text for c in clips])
+
+
+def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> ClipOutput:
+    """Decode every frame of B clips (all objects batched, one memory bank per batch)."""
+    b, t = batch.sam.shape[:2]
+    frozen = not any(p.requires_grad for p in model.sam2.image_encoder.parameters())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        feats = model.encode_image(batch.sam.flatten(0, 1))  # rows b * T + t
+    mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
+                                 batch.padding.repeat_interleave(t, 0))  # object-major rows, as global_context wants
+    ctx = model.global_context(mm, batch=b, causal=causal)
+    memory = MemoryBank(num_maskmem=model.sam2.num_maskmem, max_obj_ptrs=model.sam2.max_obj_ptrs_in_encoder)
+    multi, single, ious, scores = [], [], [], []
+    for i in range(t):
+        out = model.track_step(
+            frame_idx=i, is_init_cond_frame=(i == 0), features=feats.select(list(range(i, b * t, t))),
+            prompt=model.frame_prompt(ctx, i, causal=causal), memory=memory, num_frames=t,
+        )
+        memory.add(out.memory, is_cond=(i == 0))
+        h = out.heads
+        multi.append(h.high_res_multimasks)
+        single.append(h.high_res_masks)
+        ious.append(h.ious)
+        scores.append(h.object_score_logits)
+    k = max(x.shape[1] for x in multi)  # single-mask frames among multimask ones: repeat the one candidate
+    multi = [x.expand(-1, k, -1, -1) for x in multi]
+    ious = [x.expand(-1, k) for x in ious]
+    text = mm.text.reshape(b, t, *mm.text.shape[1:])
+    return ClipOutput(torch.stack(multi, 1), torch.stack(single, 1), torch.stack(ious, 1), torch.stack(scores, 1), text)
