@@ -3,8 +3,9 @@ as the official training runs the video path (every frame decoded with the memor
 previous ones, back-propagating through it; frame 0 is the conditioning frame).
 
 ``causal=True`` is the streaming-consistent mode (DESIGN.md §8): Eq. 2 with frame t seeing
-frames 0..t only, and V_g / V_u of frame t built from frames 0..t, positions 0..t: what the
-streaming engine computes for a stream that starts at the clip's first frame.
+frames 0..t only, V_g / V_u of frame t built from frames 0..t, positions 0..t, and object
+pointer distances scaled as for an endless stream (SAM 2's and Eq. 5's): what the streaming
+engine computes for a stream that starts at the clip's first frame.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> 
     for i in range(t):
         out = model.track_step(
             frame_idx=i, is_init_cond_frame=(i == 0), features=feats.select(list(range(i, b * t, t))),
-            prompt=model.frame_prompt(ctx, i, causal=causal), memory=memory, num_frames=t,
+            prompt=model.frame_prompt(ctx, i, causal=causal), memory=memory,
+            num_frames=None if causal else t,  # causal: pointer distances scaled as in a stream
         )
         memory.add(out.memory, is_cond=(i == 0))
         h = out.heads

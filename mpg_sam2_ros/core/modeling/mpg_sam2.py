@@ -232,13 +232,17 @@ class MPGSAM2(nn.Module):
         return prompt
 
     # ----- per-frame decoding with memory --------------------------------------------
-    def _history(self, memory: MemoryBank, frame_idx: int, batch: int):
-        """T_mh and its temporal encoding (sine of distance / (max_ptrs - 1)), Eq. 5."""
+    def _history(self, memory: MemoryBank, frame_idx: int, batch: int, num_frames: int):
+        """T_mh and its temporal encoding, Eq. 5: sine of the pointer's frame distance divided
+        by ``min(num_frames, max_ptrs) - 1``, as the official code (and SAM 2's own pointer
+        encoding) does. A stream has no length: the engine passes no ``num_frames`` and
+        ``track_step`` defaults it past ``max_ptrs``, so streams divide by ``max_ptrs - 1`` (15),
+        the value of any video of 16 frames or more."""
         max_ptrs = self.sam2.max_obj_ptrs_in_encoder
         ptrs, dists = memory.object_pointers(frame_idx, max_ptrs)
         if ptrs is None:
             return None, None
-        d = torch.tensor(dists, device=ptrs.device, dtype=torch.float32) / max(1, max_ptrs - 1)
+        d = torch.tensor(dists, device=ptrs.device, dtype=torch.float32) / max(1, min(num_frames, max_ptrs) - 1)
         pos = get_1d_sine_pe(d, dim=ptrs.shape[-1]).to(ptrs.dtype)
         return ptrs, pos.unsqueeze(0).expand(batch, -1, -1)
 
@@ -291,7 +295,7 @@ class MPGSAM2(nn.Module):
             if agg is not None and (agg.object_global_layers is not None or agg.object_local_layers is not None):
                 history, history_pos = (None, None)
                 if agg.object_local_layers is not None and not is_init_cond_frame:
-                    history, history_pos = self._history(memory, frame_idx, b)
+                    history, history_pos = self._history(memory, frame_idx, b, num_frames)
                 global_tokens = prompt.global_tokens
 
                 def transform(tokens: torch.Tensor) -> torch.Tensor:
