@@ -100,8 +100,10 @@ def test_config_errors(tmp_path):
         load_model_config("cpu_small", ["mpg.no_such_switch=true"])
     with pytest.raises(ConfigError, match="global_feature"):
         load_model_config("cpu_small", ["mpg.global_feature=fancy"])
-    with pytest.raises(ConfigError, match="must divide"):
-        load_model_config("cpu_small", ["hga.patch_size=3"])
+    with pytest.raises(ConfigError, match="must be in 1..8"):
+        load_model_config("cpu_small", ["hga.patch_size=0"])
+    with pytest.raises(ConfigError, match="must be in 1..8"):
+        load_model_config("cpu_small", ["hga.patch_size=9"])
     with pytest.raises(ConfigError, match="SAM 2 config"):
         from mpg_sam2_ros.core.modeling import build_model
 

@@ -179,3 +179,17 @@ def test_default_switches_match_paper(small_cfg):
         assert (cfg.hga.pixel_global, cfg.hga.object_global, cfg.hga.object_local) == (True, True, True)
         assert (cfg.hga.num_pixel_layers, cfg.hga.num_object_layers, cfg.hga.patch_size) == (1, 1, 2)
         assert cfg.sam2.overrides["use_mask_input_as_output_without_sam"] is False
+
+
+def test_patch_size_4_on_a_14x14_grid_pads_to_16():
+    """Paper Tab. 4 uses p_g = 4 on BEiT-3's 14 x 14 grid: zero-padded to 16 x 16 -> 16 tokens."""
+    torch.manual_seed(0)
+    c = 8
+    agg = GlobalHistoricalAggregator(dim=c, text_dim=c, num_heads=2, ffn_dim=16, patch_size=4).eval()
+    v_g = torch.randn(2, 3, 196, c)
+    out = agg.compress_global(v_g)
+    assert out.shape == (2, 3 * 16, c)
+    grid = torch.nn.functional.pad(v_g.reshape(6, 14, 14, c).permute(0, 3, 1, 2), (0, 2, 0, 2))
+    # the first token is the top-left 4 x 4 block, in the released channel order
+    block = grid[0, :, :4, :4].reshape(c, 16).reshape(-1)
+    assert torch.allclose(out[0, 0], agg.patch_proj(block), atol=1e-6)

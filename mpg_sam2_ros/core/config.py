@@ -150,8 +150,8 @@ class ModelConfig:
         if b.embed_dim % self.mpg.num_heads:
             raise ConfigError("beit3.embed_dim must be divisible by mpg.num_heads")
         h = self.hga
-        if h.patch_size < 1 or b.grid_size % h.patch_size:
-            raise ConfigError(f"hga.patch_size {h.patch_size} must divide the BEiT-3 grid {b.grid_size}")
+        if not 1 <= h.patch_size <= b.grid_size:
+            raise ConfigError(f"hga.patch_size {h.patch_size} must be in 1..{b.grid_size} (the BEiT-3 grid)")
         if h.num_pixel_layers < 1 or h.num_object_layers < 1:
             raise ConfigError("hga.num_pixel_layers and hga.num_object_layers must be >= 1")
         return self

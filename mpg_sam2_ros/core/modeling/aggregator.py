@@ -71,10 +71,15 @@ class GlobalHistoricalAggregator(nn.Module):
         return self.pixel_layers is not None
 
     def compress_global(self, global_feature: torch.Tensor) -> torch.Tensor:
-        """V_g [B, T, N, C] -> compressed patches [B, T * N / p_g^2, C] (the V_g half of V_u)."""
+        """V_g [B, T, N, C] -> compressed patches [B, T * ceil(g / p_g)^2, C] (the V_g half of V_u).
+        A grid that p_g does not divide (14 x 14 with p_g = 4, paper Tab. 4) is zero-padded at
+        its bottom and right to the next multiple (16 x 16) first."""
         b, t, n, c = global_feature.shape
         g = int(round(n**0.5))
         grid = global_feature.reshape(b * t, g, g, c).permute(0, 3, 1, 2)
+        pad = -g % self.patch_size
+        if pad:
+            grid = torch.nn.functional.pad(grid, (0, pad, 0, pad))
         tokens = space_to_depth(grid, self.patch_size)
         return self.patch_proj(tokens).reshape(b, -1, c)
 
