@@ -159,6 +159,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     result = run_bench_accuracy(
         seed=args.seed, videos=args.videos, checkpoint=args.checkpoint, config=args.config, overrides=args.overrides,
         modes=modes, window=args.window, lookahead=args.lookahead, clip_len=args.clip,
+        reanchor_after_absent=args.reanchor_after_absent, reanchor_every=args.reanchor_every,
         synthetic=_synthetic_config(args), data=args.data, progress=not args.quiet, log=log,
     )
     _emit(result, args.out)
@@ -259,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
     p.add_argument("--lookahead", type=int, default=0, help="streaming: frames of look-ahead")
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (default: the whole video)")
+    p.add_argument("--reanchor-after-absent", type=int, default=0, metavar="N",
+                   help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
+    p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
+                   help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
     p.add_argument("--data", help="score an existing split (Ref-YouTube-VOS layout) instead of generating one")
     _add_synthetic_args(p)
     p.add_argument("--out", help="also write the JSON to this file")

@@ -135,3 +135,23 @@ def test_engine_bad_input(small_model, tokenizer):
     assert engine.step(frames(1)[0]).frame_index == 0  # still usable after a rejected frame
     with pytest.raises(ValueError):
         EngineConfig(window=0)
+
+
+def test_conditioning_policy_reanchors(small_model, tokenizer):
+    """reanchor_every restarts SAM 2's memory (a new conditioning frame); reanchor_after_absent
+    does it once the object has been absent long enough (random weights: always absent)."""
+    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(7)]
+    for cfg, expected_first in ((EngineConfig(window=4, reanchor_every=3), [0, 0, 0, 3, 3, 3, 6]),
+                                (EngineConfig(window=4, reanchor_after_absent=2), [0, 0, 2, 2, 4, 4, 6]),
+                                (EngineConfig(window=4), [0] * 7)):
+        engine = StreamingEngine(small_model, tokenizer, cfg)
+        oid = engine.add_command("the red ball")
+        firsts = []
+        for f in frames:
+            engine.step(f)
+            state = engine._objects[oid]
+            firsts.append(state.first_frame)
+            assert list(state.memory.cond) == [0]  # one conditioning entry: local frame 0 of the anchor
+        assert firsts == expected_first, cfg
+    with pytest.raises(ValueError):
+        EngineConfig(reanchor_every=-1)

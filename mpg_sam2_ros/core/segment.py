@@ -59,11 +59,13 @@ def overlay(frame: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequence[str], *, window: int = 8,
-                  lookahead: int = 0, progress=None) -> VideoResult:
+                  lookahead: int = 0, reanchor_after_absent: int = 0, reanchor_every: int = 0,
+                  progress=None) -> VideoResult:
     """A whole video through the streaming engine (all commands at once, stamps = frame
     index): masks [K, T, H, W] and presence scores [K, T], as ``OfflineRunner.run`` returns."""
-    engine = StreamingEngine(model, tokenizer, EngineConfig(window=window, lookahead=lookahead,
-                                                            max_objects=max(len(texts), EngineConfig.max_objects)))
+    engine = StreamingEngine(model, tokenizer, EngineConfig(
+        window=window, lookahead=lookahead, max_objects=max(len(texts), EngineConfig.max_objects),
+        reanchor_after_absent=reanchor_after_absent, reanchor_every=reanchor_every))
     ids = [engine.add_command(t) for t in texts]
     masks = np.zeros((len(texts), len(frames), *frames[0].shape[:2]), bool)
     scores = np.zeros((len(texts), len(frames)), np.float32)

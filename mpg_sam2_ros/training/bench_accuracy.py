@@ -35,7 +35,8 @@ def _summary(report: EvalReport) -> dict:
 
 def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None, config: str | None = None,
                        overrides: Sequence[str] = (), modes: Sequence[str] = ("streaming",), window: int = 8,
-                       lookahead: int = 0, clip_len: int | None = None, synthetic: SyntheticConfig = SyntheticConfig(),
+                       lookahead: int = 0, reanchor_after_absent: int = 0, reanchor_every: int = 0,
+                       clip_len: int | None = None, synthetic: SyntheticConfig = SyntheticConfig(),
                        data: str | None = None, progress: bool = True,
                        log: Callable[[str], None] | None = None) -> dict:
     """Returns the JSON-ready result (see the module docstring)."""
@@ -73,7 +74,9 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
                 texts = [e.text for e in video.expressions]
                 t1 = time.perf_counter()
                 if mode == "streaming":
-                    res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead, progress=bar.update)
+                    res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead,
+                                        reanchor_after_absent=reanchor_after_absent, reanchor_every=reanchor_every,
+                                        progress=bar.update)
                 else:
                     res = OfflineRunner(model, tokenizer, clip_len=clip_len).run(frames, texts, progress=bar.update)
                 model_seconds += time.perf_counter() - t1
@@ -106,6 +109,7 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
         "modes": results,
         "weights": pipe.weights, "config": pipe.config.name,
         "window": window, "lookahead": lookahead, "clip": clip_len,
+        "conditioning": {"reanchor_after_absent": reanchor_after_absent, "reanchor_every": reanchor_every},
         "data": data or f"synthetic seed {seed}", "seed": None if data else seed, "videos": len(records),
         "frames_per_video": synthetic.frames if not data else None,
         "frame_size": [synthetic.height, synthetic.width] if not data else None,

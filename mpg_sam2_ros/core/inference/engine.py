@@ -6,10 +6,15 @@ aggregator, and SAM 2 decodes every new frame with its bounded memory bank.
 
 Each frame is encoded once by each encoder: SAM 2 once per frame (shared by all commands),
 BEiT-3 once per (frame, command). With no look-ahead the MPG is incremental: only the newest
-frame's rows of Eq. 2 are computed, attending to the cached rows of the window. For the newest
-frame this equals the full-window computation exactly (its row sees every window frame);
-older frames keep the rows computed when they were newest. Per-frame cost is therefore
-nearly flat in W. With look-ahead k > 0 the output is delayed by k frames and the window
+frame's rows of Eq. 2 are computed, attending to the cached rows of the window, and older frames
+keep what was computed when they were newest. For the newest frame, V' equals the
+full-window self-attention row exactly; V'_cls, the prior and V_g use the cached (causal) V'
+rows of the older frames, which a bidirectional recomputation over the window would change.
+What the engine computes is the causal model of streaming-consistent training
+(``global_context(causal=True)``): over the first W frames of a stream the two are equal
+(tested against the training forward); later, each cached row keeps the context of its own
+last W frames. Per-frame cost is therefore nearly flat in W.
+With look-ahead k > 0 the output is delayed by k frames and the window
 (W past + k future frames) is recomputed bidirectionally, as offline: better context for
 k frames of latency and a per-frame MPG cost that grows with W.
 """
@@ -34,11 +39,19 @@ from .memory import MemoryBank
 @dataclass(frozen=True)
 class EngineConfig:
     """window: W frames of global context; lookahead: k frames of output delay;
-    max_objects: concurrent commands."""
+    max_objects: concurrent commands.
+
+    Conditioning policy for long streams (SAM 2 keeps its first frame as the conditioning
+    frame forever, and its pointer distance grows without bound, DESIGN.md §8): an object's
+    SAM 2 memory restarts, making the next frame its new conditioning frame,
+    ``reanchor_after_absent`` frames after the object was last present (0: never), and every
+    ``reanchor_every`` frames (0: never). Its window (the MPG's context) is kept."""
 
     window: int = 8
     lookahead: int = 0
     max_objects: int = 8
+    reanchor_after_absent: int = 0
+    reanchor_every: int = 0
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -49,6 +62,8 @@ class EngineConfig:
             raise ValueError("window + lookahead must be <= 64")
         if self.max_objects < 1:
             raise ValueError("max_objects must be >= 1")
+        if self.reanchor_after_absent < 0 or self.reanchor_every < 0:
+            raise ValueError("reanchor_after_absent and reanchor_every must be >= 0 (0: off)")
 
 
 @dataclass
@@ -99,6 +114,7 @@ class _ObjectState:
     window: deque = field(default_factory=deque)
     memory: MemoryBank | None = None
     first_frame: int | None = None  # stream index of its conditioning frame
+    absent_run: int = 0             # frames since the object was last present
 
 
 @dataclass
@@ -282,6 +298,7 @@ class StreamingEngine:
             upto = len(state.window) - 1 - len(self._pending)
             if upto < 0:  # command added after this frame arrived
                 continue
+            self._apply_conditioning_policy(state, pending.index)
             if state.first_frame is None:
                 state.first_frame = pending.index
             ctx, t = self._context(state, upto)
@@ -294,6 +311,8 @@ class StreamingEngine:
                 memory=state.memory,
             )
             state.memory.add(out.memory, is_cond=(local == 0))
+            present = bool((out.object_score_logits[0, 0] > 0).item())
+            state.absent_run = 0 if present else state.absent_run + 1
             logits = F.interpolate(out.mask_logits, size=pending.size, mode="bilinear", align_corners=False)
             results.append(
                 ObjectResult(
@@ -311,6 +330,19 @@ class StreamingEngine:
             stream_reset=reset,
             latency_s=time.perf_counter() - pending.started,
         )
+
+    def _apply_conditioning_policy(self, state: _ObjectState, index: int) -> None:
+        """Restart the object's SAM 2 memory (next frame = new conditioning frame) when the
+        ``EngineConfig`` policy says so."""
+        cfg = self.config
+        if state.first_frame is None:
+            return
+        absent = cfg.reanchor_after_absent > 0 and state.absent_run >= cfg.reanchor_after_absent
+        periodic = cfg.reanchor_every > 0 and index - state.first_frame >= cfg.reanchor_every
+        if absent or periodic:
+            state.memory.clear()
+            state.first_frame = None
+            state.absent_run = 0
 
     def state_nbytes(self) -> int:
         """Bytes held by stream state (windows, memories, pending frames): bounded by config."""
