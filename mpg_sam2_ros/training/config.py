@@ -106,6 +106,18 @@ class TrainConfig:
             raise ConfigError(f"data.sampler must be official or stream, got {d.sampler!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        # a mistyped value (--set steps=ten) must be an error naming the key, not a TypeError traceback
+        ints = {k: getattr(self, k) for k in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every",
+                                              "keep_checkpoints", "seed")}
+        ints["data.num_frames"] = d.num_frames
+        for key, value in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+        o = self.optim
+        for key in ("lr", "lr_fusion", "weight_decay", "grad_clip", "warmup_steps"):
+            value = getattr(o, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"optim.{key} must be a number, got {value!r}")
         for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")

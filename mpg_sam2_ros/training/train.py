@@ -71,9 +71,12 @@ def init_distributed(device: str) -> Dist:
         return Dist()
     import torch.distributed as tdist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)  # NCCL collectives use the current device
     tdist.init_process_group(backend=backend)
-    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), local_rank=local_rank)
 
 
 class DistributedStepSampler:
@@ -149,7 +152,7 @@ def build_model_for_training(cfg: TrainConfig) -> tuple[MPGSAM2, TextTokenizer]:
         try:
             load_weights(model, cfg.init)
         except CheckpointError as exc:
-            raise TrainingError(f"cannot start from {cfg.init}: {exc}") from exc
+            raise TrainingError(f"cannot start from {cfg.init}: {_one_line(exc)}") from exc
     for name, p in model.named_parameters():
         p.requires_grad_(not any(name.startswith(f) for f in cfg.freeze))
     return model, load_tokenizer(mcfg)
@@ -166,22 +169,35 @@ def parameter_groups(model: MPGSAM2, loss: ReferringLoss, cfg: TrainConfig) -> l
 
 
 # ----- checkpoints -----------------------------------------------------------------------
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-            "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+def _rng_state(device: str = "cpu") -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+             "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+    if torch.device(device).type == "cuda":  # dropout on the GPU draws from the device's generator
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: str = "cpu") -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.device(device).type == "cuda":
+        # only rank 0 saves RNG states, so under DDP every rank resumes with rank 0's generators (ranks whose
+        # dropout drew other shapes, e.g. other text lengths, had drifted from them: not bit-for-bit there)
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_training_checkpoint(out: Path, step: int, model, loss, optimizer, cfg: TrainConfig, keep: int) -> Path:
+def _one_line(exc: Exception) -> str:
+    """load_strict's multi-line report as one line (the CLI prints one error line)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def save_training_checkpoint(out: Path, step: int, model, loss, optimizer, cfg: TrainConfig, keep: int,
+                             device: str = "cpu") -> Path:
     ck = out / "checkpoints"
     path = ck / f"step_{step:06d}.safetensors"
     save_checkpoint(model, path, extra={"step": str(step), "training_config": json.dumps(cfg.to_dict())})
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "loss": loss.state_dict(), "rng": _rng_state(),
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "loss": loss.state_dict(), "rng": _rng_state(device),
                 "config": json.dumps(cfg.to_dict())}, path.with_suffix(".train.pt"))
     old = sorted(ck.glob("step_*.safetensors"))[:-keep] if keep > 0 else []
     for p in old:
@@ -190,7 +206,7 @@ def save_training_checkpoint(out: Path, step: int, model, loss, optimizer, cfg: 
     return path
 
 
-def resume_from(path: Path, model, loss, optimizer) -> int:
+def resume_from(path: Path, model, loss, optimizer, device: str = "cpu") -> int:
     """Load a training checkpoint (model + sidecar); returns the step to continue from."""
     side = path.with_suffix(".train.pt")
     if not path.is_file() or not side.is_file():
@@ -201,8 +217,8 @@ def resume_from(path: Path, model, loss, optimizer) -> int:
         loss.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
     except (CheckpointError, KeyError, RuntimeError, ValueError) as exc:
-        raise TrainingError(f"cannot resume from {path}: {exc}") from exc
-    _set_rng_state(state["rng"])
+        raise TrainingError(f"cannot resume from {path}: {_one_line(exc)}") from exc
+    _set_rng_state(state["rng"], device)
     return int(state["step"])
 
 
@@ -245,7 +261,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         path = latest_checkpoint(out) if resume == "auto" else Path(resume)
         if path is None:
             raise TrainingError(f"--resume auto: no checkpoint under {out / 'checkpoints'}")
-        start = resume_from(path, model, loss_fn, optimizer)
+        start = resume_from(path, model, loss_fn, optimizer, device)
     step_module: torch.nn.Module = ClipStep(model, loss_fn, causal=cfg.causal)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -290,7 +306,8 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
                     (losses["total"] * len(chunk) * dist.world / global_batch).backward()
                 for k in terms:
                     terms[k] += float(losses[k].detach()) * len(chunk) / (global_batch / dist.world)
-            total = _all_mean(terms["total"], dist)
+            terms = _all_mean(terms, dist, device)  # the global batch's mean on every rank (and in the log)
+            total = terms["total"]
             if not math.isfinite(total):
                 raise TrainingError(f"loss is {total} at step {step + 1}; stopped. Last good checkpoint: {last_good or 'none'}")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)) if cfg.optim.grad_clip > 0 else 0.0
@@ -316,7 +333,8 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
                     tb.add_scalar("grad_norm", grad_norm, step + 1)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 if dist.main:
-                    last_good = save_training_checkpoint(out, step + 1, model, loss_fn, optimizer, cfg, cfg.keep_checkpoints)
+                    last_good = save_training_checkpoint(out, step + 1, model, loss_fn, optimizer, cfg, cfg.keep_checkpoints,
+                                                         device)
                 _barrier(dist)
     finally:
         bar.close()
@@ -361,14 +379,15 @@ class ClipStep(torch.nn.Module):
         return acc
 
 
-def _all_mean(value: float, dist: Dist) -> float:
+def _all_mean(values: dict[str, float], dist: Dist, device: str = "cpu") -> dict[str, float]:
+    """Each value's mean over the ranks (one all-reduce, on the training device: NCCL has no CPU tensors)."""
     if dist.world == 1:
-        return value
+        return values
     import torch.distributed as tdist
 
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     tdist.all_reduce(t)
-    return float(t) / dist.world
+    return {k: float(v) / dist.world for k, v in zip(values, t.cpu().tolist())}
 
 
 def _warmup(optimizer, cfg: TrainConfig, step: int) -> None:
