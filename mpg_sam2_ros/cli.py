@@ -67,7 +67,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     summary = run_segment(
         input_path=args.input, texts=args.text, out_dir=args.out, config=args.config, overrides=args.overrides,
         checkpoint=args.checkpoint, window=args.window, lookahead=args.lookahead, offline=args.offline,
-        clip_len=args.clip, progress=not args.quiet,
+        clip_len=args.clip, reanchor_after_absent=args.reanchor_after_absent, reanchor_every=args.reanchor_every,
+        progress=not args.quiet,
     )
     _emit(summary)
     return 0
@@ -121,6 +122,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     _emit(result, args.out)
     return 0
+
+
+def _add_reanchor_args(p: argparse.ArgumentParser) -> None:
+    """The engine's conditioning policy for long streams (EngineConfig)."""
+    p.add_argument("--reanchor-after-absent", type=int, default=0, metavar="N",
+                   help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
+    p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
+                   help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
 
 
 def _synthetic_config(args: argparse.Namespace):
@@ -197,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="full-model weights (ours, a release folder, or a .pt with 'model')")
     p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
     p.add_argument("--lookahead", type=int, default=0, help="streaming: delay output k frames for future context")
+    _add_reanchor_args(p)
     p.add_argument("--offline", action="store_true", help="whole video (or --clip frames) as global context")
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (the paper uses 24 for MeViS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -260,10 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
     p.add_argument("--lookahead", type=int, default=0, help="streaming: frames of look-ahead")
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (default: the whole video)")
-    p.add_argument("--reanchor-after-absent", type=int, default=0, metavar="N",
-                   help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
-    p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
-                   help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
+    _add_reanchor_args(p)
     p.add_argument("--data", help="score an existing split (Ref-YouTube-VOS layout) instead of generating one")
     _add_synthetic_args(p)
     p.add_argument("--out", help="also write the JSON to this file")

@@ -87,6 +87,7 @@ def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequenc
 def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: str | None = None,
                 overrides: Sequence[str] = (), checkpoint: str | None = None, window: int = 8,
                 lookahead: int = 0, offline: bool = False, clip_len: int | None = None,
+                reanchor_after_absent: int = 0, reanchor_every: int = 0,
                 fps: float = 10.0, progress: bool = True) -> dict:
     if not texts:
         raise ValueError("give at least one --text")
@@ -109,7 +110,9 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
         for i, f in enumerate(frames):
             if f.shape[:2] != frames[0].shape[:2]:
                 raise FrameError(f"frame {names[i]} is {f.shape[1]}x{f.shape[0]}, the video is {frames[0].shape[1]}x{frames[0].shape[0]}")
-        res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead, progress=bar.update)
+        res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead,
+                            reanchor_after_absent=reanchor_after_absent, reanchor_every=reanchor_every,
+                            progress=bar.update)
     masks, scores, clean = res.masks, res.scores, res.texts
     bar.close()
     t2 = time.perf_counter()
