@@ -42,6 +42,8 @@ setup(
         "rosbags",
         "tqdm",
         "psutil",
+        "pycocotools",
+        "tensorboard",
     ],
     entry_points={"console_scripts": ["mpg-sam2 = mpg_sam2_ros.cli:main"]},
 )
