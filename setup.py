@@ -10,7 +10,7 @@ PACKAGE = "mpg_sam2_ros"
 
 def data_files():
     out = [(f"share/{PACKAGE}", ["package.xml"])]
-    for folder in ("config", "launch", "msg", "assets"):
+    for folder in ("config", "launch", "msg", "srv", "assets"):
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
                 out.append((f"share/{PACKAGE}/{path.parent}", [str(path)]))
@@ -45,5 +45,8 @@ setup(
         "pycocotools",
         "tensorboard",
     ],
-    entry_points={"console_scripts": ["mpg-sam2 = mpg_sam2_ros.cli:main"]},
+    entry_points={"console_scripts": [
+        "mpg-sam2 = mpg_sam2_ros.cli:main",
+        "mpg_sam2_node = mpg_sam2_ros.ros.node:main",
+    ]},
 )
