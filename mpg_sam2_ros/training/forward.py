@@ -45,13 +45,15 @@ class ClipBatch:
 @dataclass
 class ClipOutput:
     """multimask [B, T, M, S, S], single [B, T, 1, S, S] logits; ious [B, T, M];
-    object_score_logits [B, T, 1]; text_tokens [B, T, L, D] raw BEiT-3 text tokens."""
+    object_score_logits [B, T, 1]; text_tokens [B, T, L, D] raw BEiT-3 text tokens;
+    prior [B, T, 1, g, g] the MPG's mask prior (probabilities), None when the MPG is off."""
 
     multimask: torch.Tensor
     single: torch.Tensor
     ious: torch.Tensor
     object_score_logits: torch.Tensor
     text_tokens: torch.Tensor
+    prior: torch.Tensor | None = None
 
 
 def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTokenizer) -> ClipBatch:
@@ -101,4 +103,4 @@ def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> 
     multi = [x.expand(-1, k, -1, -1) for x in multi]
     ious = [x.expand(-1, k) for x in ious]
     text = mm.text.reshape(b, t, *mm.text.shape[1:])
-    return ClipOutput(torch.stack(multi, 1), torch.stack(single, 1), torch.stack(ious, 1), torch.stack(scores, 1), text)
+    return ClipOutput(torch.stack(multi, 1), torch.stack(single, 1), torch.stack(ious, 1), torch.stack(scores, 1), text, ctx.prior)

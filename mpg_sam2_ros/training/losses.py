@@ -53,6 +53,10 @@ class LossConfig:
       single output mask (SAM 2's recipe).
     iou_all: supervise the predicted IoU of all M candidates (SAM 2's ``supervise_all_iou``)
       instead of only the chosen one.
+    prior: weight of an auxiliary BCE on the MPG's mask prior M_p (Eq. 3) against the ground
+      truth pooled to the BEiT-3 grid (``prior_loss``). Neither the paper nor the official code
+      has it (their prior learns only through SAM 2, from pretrained weights); a model trained
+      from scratch gets a direct grounding signal for BEiT-3 and the MPG from it. Default off.
     """
 
     focal: float = 2.0
@@ -64,12 +68,15 @@ class LossConfig:
     iou_all: bool = False
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    prior: float = 0.0
 
     def __post_init__(self) -> None:
         for name in TERMS:
             w = getattr(self, name)
             if not _is_number(w) or w < 0:
                 raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {w!r}")
+        if not _is_number(self.prior) or self.prior < 0:
+            raise ValueError(f"loss weight 'prior' must be a finite number >= 0, got {self.prior!r}")
         if not any(getattr(self, name) > 0 for name in TERMS):
             raise ValueError("all loss weights are 0: nothing would be trained")
         for name in ("multimask_min", "iou_all"):
@@ -88,6 +95,16 @@ class LossConfig:
             if key not in known:
                 raise ValueError(f"unknown loss config key {key!r}; known keys: {sorted(known)}")
         return cls(**dict(d))
+
+
+def prior_loss(prior: Tensor, target: Tensor) -> Tensor:
+    """Auxiliary loss on the mask prior (see ``LossConfig.prior``): BCE between the prior
+    probabilities [B, T, 1, g, g] and the fraction of each grid cell the ground truth covers
+    (target [B, T, S, S] average-pooled to g x g), mean over all cells."""
+    g = prior.shape[-1]
+    cover = F.adaptive_avg_pool2d(target.float().flatten(0, 1)[:, None], g).reshape(prior.shape)
+    p = prior.float().clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(p, cover)
 
 
 # ----- elementary terms ---------------------------------------------------------------

@@ -38,7 +38,9 @@ from ..core.text import TextTokenizer
 from .config import TrainConfig, load_training_config
 from .datasets import Augment, ClipDataset, MeViS, RefCOCO, RefDAVIS17, RefYouTubeVOS, ReferringSplit
 from .forward import forward_clips, make_batch
-from .losses import TERMS, MaskTextSimilarity, ReferringLoss
+from .losses import TERMS, MaskTextSimilarity, ReferringLoss, prior_loss
+
+LOG_TERMS = (*TERMS, "prior")
 
 # names of the new fusion modules (the official 5e-5 group: mask_linear, mask_product, vmtoken,
 # mmfusion_module, objfusion_module, vtlfusion_module), in our module names
@@ -278,7 +280,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         csv_file = open(out / "log.csv", "w" if new_log else "a", newline="")
         writer = csv.writer(csv_file)
         if new_log:
-            writer.writerow(["step", "epoch", "total", *TERMS, "lr", "grad_norm", "seconds", "clips_per_s"])
+            writer.writerow(["step", "epoch", "total", *LOG_TERMS, "lr", "grad_norm", "seconds", "clips_per_s"])
         tb = _tensorboard(out)
     from tqdm import tqdm
 
@@ -295,7 +297,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
             items = sampler.items(step)
             micro = [items[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
             optimizer.zero_grad(set_to_none=True)
-            terms = {k: 0.0 for k in ("total", *TERMS)}
+            terms = {k: 0.0 for k in ("total", *LOG_TERMS)}
             for j, chunk in enumerate(micro):
                 batch = make_batch([dataset[i] for i in chunk], model, tokenizer).to(device)
                 sync = j == len(micro) - 1 or dist.world == 1
@@ -322,7 +324,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
                 n = window.pop("n")
                 avg = {k: v / n for k, v in window.items()}
                 window.clear()
-                writer.writerow([step + 1, sampler.epoch_of(step), *(round(avg[k], 6) for k in ("total", *TERMS)),
+                writer.writerow([step + 1, sampler.epoch_of(step), *(round(avg[k], 6) for k in ("total", *LOG_TERMS)),
                                  optimizer.param_groups[0]["lr"], round(grad_norm, 4), round(time.perf_counter() - t_start, 1),
                                  round(global_batch / dt, 3)])
                 csv_file.flush()
@@ -376,6 +378,11 @@ class ClipStep(torch.nn.Module):
                               text_tokens=o.text_tokens[i] if self.loss.config.similarity > 0 else None)
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0) + v / b
+        acc["prior"] = torch.zeros((), device=batch.target.device)
+        w = self.loss.config.prior
+        if w > 0 and o.prior is not None:
+            acc["prior"] = prior_loss(o.prior, batch.target)
+            acc["total"] = acc["total"] + w * acc["prior"]
         return acc
 
 
