@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from .checkpoint import load_weights, read_checkpoint_config
-from .config import ModelConfig, load_model_config, repo_root, resolve_data_path
+from .config import ModelConfig, load_model_config, resolve_data_path
 from .modeling import MPGSAM2, build_model
 from .text import TextTokenizer
 
@@ -28,8 +28,8 @@ class Pipeline:
 
 
 def default_checkpoint() -> Path | None:
-    """The bundled trained model, or None when the repo has none."""
-    p = repo_root() / DEFAULT_CHECKPOINT
+    """The bundled trained model (in the repo, or in an installed package's share/), or None."""
+    p = resolve_data_path(DEFAULT_CHECKPOINT)
     return p if p.is_file() else None
 
 
