@@ -109,8 +109,8 @@ class DistributedStepSampler:
 # ----- building ---------------------------------------------------------------------------
 def build_split(cfg: TrainConfig, dist: Dist) -> ReferringSplit:
     d = cfg.data
-    root = resolve_data_path(d.root) if Path(d.root).exists() or not Path(d.root).is_absolute() else Path(d.root)
-    if d.format == "synthetic" and d.generate is not None and not (Path(root) / "meta_expressions.json").exists():
+    root = resolve_data_path(d.root)  # the given path, or found under the repo / installed share
+    if d.format == "synthetic" and d.generate is not None and not (root / "meta_expressions.json").exists():
         root = Path(d.root)
         if dist.main:
             from .synthetic import SyntheticConfig, write_split
