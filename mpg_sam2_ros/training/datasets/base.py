@@ -279,3 +279,13 @@ def parse_ids(value: object, *, where: str) -> tuple[int, ...]:
         if i not in out:
             out.append(i)
     return tuple(out)
+
+
+def expression_entry(exp: object, id_key: str, *, where: str) -> tuple[str, tuple[int, ...]]:
+    """(text, object ids) of one ``meta_expressions.json`` entry: a non-empty ``exp`` string
+    and the ids under ``id_key`` (``obj_id`` or ``anno_id``; () when absent). ``DatasetError``
+    naming ``where`` otherwise."""
+    if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str) or not exp["exp"].strip():
+        raise DatasetError(f"{where}: needs a non-empty 'exp' string")
+    ids = parse_ids(exp[id_key], where=where) if exp.get(id_key) is not None else ()
+    return exp["exp"], ids

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import (DatasetError, ExpressionRecord, ReferringSplit, VideoRecord, check_indices, image_size,
-                   parse_ids, read_json, resolve_frames)
+                   expression_entry, read_json, resolve_frames)
 from .coco_masks import decode_rle
 from .ytvos import _videos_of
 
@@ -58,9 +58,7 @@ class MeViS(ReferringSplit):
         for exp_id, exp in entry["expressions"].items():
             where = f"{self.meta_path}: video {vid} expression {exp_id}"
             try:
-                if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str) or not exp["exp"].strip():
-                    raise DatasetError(f"{where}: needs a non-empty 'exp' string")
-                ids = parse_ids(exp["anno_id"], where=where) if exp.get("anno_id") is not None else ()
+                text, ids = expression_entry(exp, "anno_id", where=where)
                 if self.mask_dict is not None:
                     if not ids:
                         raise DatasetError(f"{where}: refers to no object ('anno_id' missing or empty)")
@@ -68,7 +66,7 @@ class MeViS(ReferringSplit):
             except DatasetError as exc:
                 self.problems.append(f"skipped expression: {exc}")
                 continue
-            exprs.append(ExpressionRecord(video=vid, exp_id=str(exp_id), text=exp["exp"], obj_ids=ids))
+            exprs.append(ExpressionRecord(video=vid, exp_id=str(exp_id), text=text, obj_ids=ids))
         return VideoRecord(video=vid, frame_names=names, frame_paths=paths, expressions=exprs)
 
     def _check_annos(self, ids: tuple[int, ...], n_frames: int, where: str) -> None:

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import (DatasetError, ExpressionRecord, ReferringSplit, VideoRecord, check_indices, image_size,
-                   parse_ids, read_json, resolve_frames)
+                   expression_entry, parse_ids, read_json, resolve_frames)
 
 
 class RefYouTubeVOS(ReferringSplit):
@@ -80,9 +80,7 @@ class RefYouTubeVOS(ReferringSplit):
         for exp_id, exp in entry["expressions"].items():
             where = f"{self.meta_path}: video {vid} expression {exp_id}"
             try:
-                if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str) or not exp["exp"].strip():
-                    raise DatasetError(f"{where}: needs a non-empty 'exp' string")
-                ids = parse_ids(exp["obj_id"], where=where) if exp.get("obj_id") is not None else ()
+                text, ids = expression_entry(exp, "obj_id", where=where)
                 if known is not None and set(ids) - known:
                     raise DatasetError(f"{where}: object id(s) {sorted(set(ids) - known)} not among the video's "
                                        f"objects {sorted(known)} in {self.types_path}")
@@ -91,7 +89,7 @@ class RefYouTubeVOS(ReferringSplit):
                 continue
             t = exp_types.get(exp_id)
             exp_type = t.get("type") if isinstance(t, dict) and isinstance(t.get("type"), str) else None
-            exprs.append(ExpressionRecord(video=vid, exp_id=str(exp_id), text=exp["exp"], obj_ids=ids, exp_type=exp_type))
+            exprs.append(ExpressionRecord(video=vid, exp_id=str(exp_id), text=text, obj_ids=ids, exp_type=exp_type))
         return VideoRecord(video=vid, frame_names=names, frame_paths=paths, expressions=exprs)
 
     # ----- masks -----------------------------------------------------------------------
