@@ -277,6 +277,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.set_defaults(func=cmd_bench_accuracy)
 
+    p = sub.add_parser("bag-replay", help="segment a recorded ROS 2 bag: result bag, masks, overlay video, J&F (JSON)",
+                       description="Segment the image topic of a ROS 2 bag (sqlite3 or mcap, split bags too) with the "
+                                   "streaming engine or, with --live, a running mpg_sam2_node; write OUT/result_bag "
+                                   "(input images + /mask + /segmentation), OUT/masks/object_K/<stamp>.png, "
+                                   "OUT/overlay.mp4, OUT/frames.csv, OUT/summary.json, and print the summary.")
+    _add_model_args(p, None)
+    p.add_argument("--bag", required=True, help="input bag: a rosbag2 folder (metadata.yaml) or one .db3/.mcap file")
+    p.add_argument("--text", action="append", required=True, metavar="TEXT",
+                   help="referring expression; repeat for several objects (object K = the K-th --text, from 0)")
+    p.add_argument("--out", required=True, help="output folder (refused if it holds results, unless --overwrite)")
+    p.add_argument("--image-topic", help="image topic (default: the only sensor_msgs/Image or CompressedImage topic)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt", help="ground-truth PNG folder: object_K/<name>.png (or <name>.png for one --text); "
+                                 "<name> = header stamp <sec>_<nanosec 9 digits> or the frame index in bag order")
+    gt.add_argument("--gt-topic", help="ground-truth mask topic in the bag (mono8, matched by header stamp; "
+                                       "with several --text, pixel value K+1 marks object K)")
+    p.add_argument("--checkpoint", help="weights (default: the bundled default model)")
+    p.add_argument("--window", type=int, default=8, help="frames of global context (default 8)")
+    p.add_argument("--lookahead", type=int, default=0, help="frames of look-ahead (output delay; default 0)")
+    p.add_argument("--realtime", type=float, nargs="?", const=1.0, default=None, metavar="RATE",
+                   help="replay at the recorded pace (x RATE, default 1.0): frames arriving while the model is busy "
+                        "are dropped as on the robot. Default: every frame is processed (best case)")
+    p.add_argument("--live", action="store_true",
+                   help="publish the bag over real ROS topics to a running mpg_sam2_node and record what it publishes")
+    p.add_argument("--node", default="/mpg_sam2", help="--live: the node's name, for its services (default /mpg_sam2)")
+    p.add_argument("--start-node", action="store_true",
+                   help="--live: start mpg_sam2_node (with --config/--checkpoint/--window/--lookahead) and stop it after")
+    p.add_argument("--node-timeout", type=float, default=60.0, help="--live: seconds to wait for the node (default 60)")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bag_replay)
+
     from .training.train import add_arguments as add_train_arguments
 
     p = sub.add_parser("train", help="train a model from a recipe (config/training/*.yaml); DDP with torchrun")
@@ -285,18 +317,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_bag_replay(args: argparse.Namespace) -> int:
+    from .replay.run import ReplayOptions, run_bag_replay
+
+    opts = ReplayOptions(
+        bag=args.bag, texts=args.text, out=args.out, image_topic=args.image_topic, gt=args.gt, gt_topic=args.gt_topic,
+        config=args.config, overrides=tuple(args.overrides), checkpoint=args.checkpoint, window=args.window,
+        lookahead=args.lookahead, realtime=args.realtime, live=args.live, overwrite=args.overwrite,
+        progress=not args.quiet, node_name=args.node, start_node=args.start_node, node_timeout=args.node_timeout,
+    )
+    summary = run_bag_replay(opts)
+    _emit(summary)
+    return 130 if summary.get("interrupted") else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .core.checkpoint import CheckpointError
     from .core.config import ConfigError
     from .core.preprocess import FrameError
     from .core.text import TextError
+    from .replay.bags import BagError
     from .training.train import TrainingError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FrameError, TextError, TrainingError, FileNotFoundError, FileExistsError,
-            ValueError) as exc:
+    except (ConfigError, CheckpointError, FrameError, TextError, TrainingError, BagError, FileNotFoundError,
+            FileExistsError, ValueError) as exc:
         print(f"mpg-sam2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

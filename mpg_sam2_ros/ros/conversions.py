@@ -3,7 +3,8 @@
 Pure numpy (+ OpenCV for JPEG/PNG) on message objects; no rclpy. ``cv_bridge`` is used to
 unpack raw ``Image`` buffers when it is importable and working (a full ROS 2 install);
 otherwise (ROS 2 from PyPI wheels, where it does not exist) our own unpacking below is used.
-Both paths go through the same validation first, so the errors are the same.
+Both paths go through the same validation first, so the errors are the same. The readers only
+use the messages' fields, so they also take ``rosbags``' deserialised messages (bag replay).
 
 Supported raw encodings (``Image.encoding``): rgb8, bgr8, rgba8, bgra8, mono8 (alias 8UC1),
 mono16 and 16UC1. 16-bit images are scaled to 8 bit: ``mono16`` by its full range
@@ -23,7 +24,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+try:  # reading works on any message-like object (e.g. rosbags' messages); building needs ROS 2
+    from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+except ImportError:  # pragma: no cover - the ROS 2 wheels are in requirements.lock
+    CompressedImage = Image = RegionOfInterest = None
 
 from ..core.preprocess import MAX_SIDE
 

@@ -147,6 +147,20 @@ class FrameProcessor:
             return None
         return self._output(result)
 
+    def flush(self) -> list[FrameOutput]:
+        """End of the input (bag replay): the frames still held back by the look-ahead."""
+        if self.engine is None:
+            return []
+        try:
+            with self._context():
+                results = self.engine.flush()
+        except Exception as exc:  # noqa: BLE001 - as in process(): report, do not crash
+            self._counters.inc("skipped.model_error")
+            self._warn("model_error", f"model failed while flushing the look-ahead ({type(exc).__name__}: {exc})")
+            return []
+        outs = [self._output(r) for r in results]
+        return [o for o in outs if o is not None]
+
     # ----- helpers -----------------------------------------------------------------------
     def _ensure_engine(self, s: NodeSettings) -> None:
         cfg = EngineConfig(window=s.window, lookahead=s.lookahead, max_objects=s.max_objects)
