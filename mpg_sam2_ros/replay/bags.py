@@ -168,11 +168,10 @@ def decode_image(msg: Any, msgtype: str, *, max_side: int | None = None) -> np.n
 
     side = max_side or MAX_SIDE
     try:
-        if msgtype.endswith("CompressedImage"):
-            return compressed_to_rgb(msg, max_side=side)
-        return image_to_rgb(msg, max_side=side)
+        rgb = compressed_to_rgb(msg, max_side=side) if msgtype.endswith("CompressedImage") else image_to_rgb(msg, max_side=side)
     except ImageConversionError as exc:
         raise DecodeError(str(exc), f"bad_image.{exc.reason}") from None
+    return rgb if rgb.flags.writeable else rgb.copy()  # a view of the message buffer: own it
 
 
 def decode_mask(msg: Any, msgtype: str) -> np.ndarray:
