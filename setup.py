@@ -44,6 +44,7 @@ setup(
         "psutil",
         "pycocotools",
         "tensorboard",
+        "matplotlib",
     ],
     entry_points={"console_scripts": [
         "mpg-sam2 = mpg_sam2_ros.cli:main",

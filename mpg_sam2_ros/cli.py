@@ -50,14 +50,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``segment`` (streaming) on the bundled clip with a default command."""
-    from .core.segment import run_segment
+    """The real node on the bundled bag (or the engine alone with --no-ros); JSON, then a summary."""
+    from .demo import human_summary, run_demo
 
-    summary = run_segment(
-        input_path=args.input, texts=[args.text], out_dir=args.out, config=args.config, overrides=args.overrides,
-        checkpoint=args.checkpoint, window=args.window, progress=False,
-    )
+    summary = run_demo(out=args.out, no_ros=args.no_ros, config=args.config, overrides=args.overrides, checkpoint=args.checkpoint,
+                       window=args.window, progress=not args.quiet)
     _emit(summary)
+    print(human_summary(summary), file=sys.stderr)
+    node = summary.get("node") or {}
+    if summary.get("interrupted"):
+        return 130
+    if node.get("started_here") and node.get("exit_code") not in (0, None):
+        print(f"mpg-sam2 demo: error: mpg_sam2_node exited with code {node['exit_code']} (log: {node['log']})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -189,13 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "mpg_sam2_l")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="segment the bundled clip (cpu_small, random weights unless --checkpoint)")
-    _add_model_args(p, "cpu_small")
-    p.add_argument("--checkpoint", help="weights: our .safetensors, a release folder, or a .pt with a 'model' entry")
-    p.add_argument("--input", default="assets/demo_clip", help="folder of frames (PNG/JPEG), sorted by name")
-    p.add_argument("--text", default="the red ball moving to the right", help="referring expression")
-    p.add_argument("--out", default="out/demo", help="output folder for PNG masks and summary.json")
-    p.add_argument("--window", type=int, default=8, help="frames of global context (sliding window)")
+    p = sub.add_parser("demo", help="the real ROS 2 node on the bundled bag with the bundled model: scores, overlay video, report plot",
+                       description="Start mpg_sam2_node, publish the bundled bag (assets/demo: 10 s at 12 Hz, two commands, "
+                                   "one of them a motion expression) to it over ROS topics at its recorded pace, record "
+                                   "what it publishes, and score it. Writes OUT (default out/demo): result_bag/, masks/, "
+                                   "overlay.mp4, report.png, frames.csv, summary.json; prints the JSON on stdout and a "
+                                   "short summary on stderr.")
+    _add_model_args(p, None)
+    p.add_argument("--checkpoint", help="weights (default: the bundled model)")
+    p.add_argument("--out", default="out/demo", help="output folder (replaced on each run; default out/demo)")
+    p.add_argument("--window", type=int, default=8, help="frames of global context (default 8)")
+    p.add_argument("--no-ros", action="store_true", help="run the engine in this process instead of the node (no ROS 2 needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("segment", help="segment a video file or frame folder: PNG masks, overlay video, JSON summary")

@@ -41,24 +41,50 @@ def test_info_unknown_config_is_a_clear_error():
     assert res.returncode == 2 and "not found; available" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_demo_writes_masks_and_summary(tmp_path):
-    res = run("demo", "--out", str(tmp_path), "--text", "the red ball", "--window", "4")
-    summary = json.loads(res.stdout)
-    assert summary["frames"] == 12 and summary["objects"][0]["text"] == "the red ball"
-    masks = sorted((tmp_path / "object_0").glob("*.png"))
-    assert len(masks) == 12
+def _check_demo_outputs(out, summary):
     import cv2
 
-    m = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
-    assert m.shape == (120, 160) and set(map(int, set(m.ravel()))) <= {0, 255}
-    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 12
+    assert summary["frames"]["read"] == 120 and summary["frames"]["outputs"] >= 60
+    assert summary["frames"]["outputs"] + summary["frames"]["dropped"] + summary["frames"]["skipped"] == 120
+    assert len(summary["texts"]) == 2 and summary["demo"]["expression_types"][0] == "motion"
+    assert summary["J&F"] is not None and set(summary["per_object"]) == {"0", "1"}
+    assert json.loads((out / "summary.json").read_text())["outputs"]["report"] == str(out / "report.png")
+    report = cv2.imread(str(out / "report.png"))
+    assert report is not None and report.shape[0] > 500 and report.shape[1] > 800
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]["outputs"]
+    for k in (0, 1):
+        assert len(list((out / "masks" / f"object_{k}").glob("*.png"))) == summary["frames"]["outputs"]
+    assert summary["outputs"]["result_bag_messages"]["segmentation"] == summary["frames"]["outputs"]
 
 
-def test_demo_bad_input_is_a_clear_error(tmp_path):
-    res = run("demo", "--out", str(tmp_path), "--text", "   ", check=False)
-    assert res.returncode == 2 and "command is empty" in res.stderr
-    res = run("demo", "--out", str(tmp_path), "--input", str(tmp_path / "none"), check=False)
-    assert res.returncode == 2 and "input not found" in res.stderr
+def test_demo_no_ros_runs_the_bundled_bag(tmp_path):
+    res = run("demo", "--no-ros", "--out", str(tmp_path), "--quiet")
+    summary = json.loads(res.stdout)  # stdout is the JSON alone; the human summary is on stderr
+    assert summary["mode"] == "in_process" and summary["pacing"]["realtime"] is True
+    _check_demo_outputs(tmp_path, summary)
+    assert "MPG-SAM 2 demo" in res.stderr and "J&F" in res.stderr and str(tmp_path) in res.stderr
+
+
+def test_demo_runs_the_real_node_over_ros(tmp_path):
+    """README command 1 without the set-up: the node is started, fed over DDS, stopped cleanly."""
+    pytest.importorskip("rclpy")
+    import os
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(20 + os.getpid() % 40), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "mpg_sam2_ros.cli"]
+    res = subprocess.run(cmd + ["demo", "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=400, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert summary["mode"] == "live" and summary["node"]["started_here"] and summary["node"]["exit_code"] == 0
+    assert summary["transport_latency_ms"]["p50"] is not None
+    _check_demo_outputs(tmp_path, summary)
+    assert "the real mpg_sam2_node over ROS 2" in res.stderr
+
+
+def test_demo_refuses_a_missing_checkpoint(tmp_path):
+    res = run("demo", "--no-ros", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.safetensors"), check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_segment_streaming_two_objects_then_offline_from_video(tmp_path):
