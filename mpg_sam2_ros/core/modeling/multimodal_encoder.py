@@ -72,7 +72,11 @@ class MultimodalEncoder(nn.Module):
 
     def __init__(self, *, cfg: Beit3Config) -> None:
         super().__init__()
-        from torchscale.model.BEiT3 import BEiT3
+        import warnings
+
+        with warnings.catch_warnings():  # torchscale -> timm decorates with torch.jit.script: a FutureWarning per run
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+            from torchscale.model.BEiT3 import BEiT3
 
         self.cfg = cfg
         self.beit3 = BEiT3(beit3_encoder_config(cfg))
