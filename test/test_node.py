@@ -284,6 +284,27 @@ def test_transient_local_command_then_frames_give_mask_and_segmentation(node):
     assert {stamp_of(s.header) for s in node.segs.msgs()} <= stamps
 
 
+def test_graph_matches_the_documented_interface(node):
+    """The README's tables come from ros/interface.py; here the running node must have exactly
+    those topics and services (standard ROS ones aside), with those types."""
+    from mpg_sam2_ros.ros.interface import SERVICES, TOPICS
+
+    n = node.node
+    pubs = dict(wait_until(lambda: n.get_publisher_names_and_types_by_node("mpg_sam2", "/"), 10))
+    subs = dict(n.get_subscriber_names_and_types_by_node("mpg_sam2", "/"))
+    srvs = dict(n.get_service_names_and_types_by_node("mpg_sam2", "/"))
+    standard = {"/rosout", "/parameter_events", "/mpg_sam2/transition_event"}
+    resolve = lambda name: name.replace("~", "/mpg_sam2") if name.startswith("~") else "/" + name.lstrip("/")  # noqa: E731
+    documented_pubs = {resolve(e.name): e.type for e in TOPICS if e.kind == "pub"}
+    documented_subs = {resolve(e.name): e.type for e in TOPICS if e.kind == "sub" and e.name != "image/compressed"}
+    assert {k: v[0] for k, v in pubs.items() if k not in standard} == documented_pubs
+    assert {k: v[0] for k, v in subs.items() if k not in standard} == documented_subs
+    ours = {k: v[0] for k, v in srvs.items() if not any(k.endswith(x) for x in (
+        "_parameters", "_parameter_types", "_parameters_atomically", "/get_type_description",
+        "/change_state", "/get_state", "/get_available_states", "/get_available_transitions", "/get_transition_graph"))}
+    assert ours == {resolve(e.name): e.type for e in SERVICES}
+
+
 def test_overlay_only_while_subscribed(node):
     assert node.fresh_diag()["overlays_published"] == "0"
     overlays = Collector()

@@ -205,3 +205,19 @@ def test_union_mask_modes():
     objs = [ObjectOutput(0, "a", a, 0.9, True), ObjectOutput(1, "b", b, 0.9, True), ObjectOutput(2, "c", ~a, 0.1, False)]
     assert union_mask(objs, (2, 3)).sum() == 2 and union_mask(objs, (2, 3), "first").sum() == 1
     assert not union_mask([], (2, 3)).any()
+
+
+def test_readme_interface_tables_are_generated_from_the_code():
+    """README's topic/service/message/parameter tables equal what scripts/ros_tables.py makes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(repo / "scripts/ros_tables.py"), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    readme = (repo / "README.md").read_text()
+    from mpg_sam2_ros.ros.params import SPECS
+
+    for spec in SPECS:
+        assert f"| `{spec.name}` |" in readme
