@@ -319,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bag_replay)
 
+    p = sub.add_parser("bench-node", help="the live node over DDS: transport overhead, output vs input rate at 30 Hz, RSS growth (JSON)")
+    p.add_argument("--config", default=None, help="model config (default: the bundled model)")
+    p.add_argument("--checkpoint", help="weights (default: the bundled model)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--frames", type=int, default=2000, help="open-loop frames (default 2000)")
+    p.add_argument("--rate", type=float, default=30.0, help="open-loop publish rate in Hz (default 30)")
+    p.add_argument("--closed-loop", type=int, default=60, help="closed-loop frames for the transport overhead")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=cmd_bench_node)
+
     from .training.train import add_arguments as add_train_arguments
 
     p = sub.add_parser("train", help="train a model from a recipe (config/training/*.yaml); DDP with torchrun")
@@ -339,6 +352,16 @@ def cmd_bag_replay(args: argparse.Namespace) -> int:
     summary = run_bag_replay(opts)
     _emit(summary)
     return 130 if summary.get("interrupted") else 0
+
+
+def cmd_bench_node(args: argparse.Namespace) -> int:
+    from .ros.bench_node import run_bench_node
+
+    out = run_bench_node(frames=args.frames, rate_hz=args.rate, width=args.width, height=args.height,
+                         closed_loop=args.closed_loop, config=args.config, checkpoint=args.checkpoint,
+                         device=args.device, dtype=args.dtype)
+    _emit(out, args.out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,7 +83,9 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth | None, result_bag: ResultBag,
              fps: float, log) -> dict:
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # frames above 64 kB over Fast DDS
+    from ..ros.dds import use_large_image_transport
+
+    use_large_image_transport()  # frames above 512 kB over Fast DDS shared memory (config/fastdds_large_images.xml)
     try:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor

@@ -285,7 +285,7 @@ def mask_to_image(mask: np.ndarray, *, header: Any = None) -> Image:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be [H, W], got shape {mask.shape}")
-    return array_to_image(np.where(mask.astype(bool), 255, 0).astype(np.uint8), "mono8", header=header)
+    return array_to_image(mask.astype(bool, copy=False).view(np.uint8) * np.uint8(255), "mono8", header=header)
 
 
 def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", *, header: Any = None, quality: int = 90) -> CompressedImage:

@@ -1,8 +1,10 @@
 """The ``mpg_sam2`` lifecycle node: a thin adapter between ROS topics and the streaming engine.
 
 Callbacks only convert messages and hand frames to a latest-wins slot; one worker thread runs
-the engine on the newest frame and publishes its results with that frame's header. Services and
-diagnostics run on a MultiThreadedExecutor and stay responsive while the model works.
+the engine on the newest frame and publishes its results with that frame's header. The engine
+runs on that worker, never in an executor callback, so services and diagnostics stay responsive
+on a single-threaded executor: rclpy's MultiThreadedExecutor measured 21 ms p50 / 149 ms p95 for
+a 640x480 image echoed between two processes here, the single-threaded one 9 / 12 ms.
 
 Topics (relative, remappable): in ``image`` (or ``image/compressed``), ``text_command``
 (std_msgs/String), ``text_commands`` (mpg_sam2_ros/TextCommands); out ``mask``,
@@ -26,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
                        qos_policy_name_from_kind)
@@ -473,7 +475,7 @@ def main(args=None) -> None:
     node = None
     try:
         node = MpgSam2Node()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()  # the engine has its own worker thread (see the module docstring)
         executor.add_node(node)
         if node.settings.autostart:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
