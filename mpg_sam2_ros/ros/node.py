@@ -369,9 +369,9 @@ class MpgSam2Node(LifecycleNode):
     def _on_message_lost(self, info) -> None:
         self.counters.inc("events.messages_lost", int(info.total_count_change))
         self._warn("messages_lost", f"DDS lost {info.total_count_change} image messages in transport (total "
-                                    f"{info.total_count}). Large best-effort images across processes need "
-                                    "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (on both sides) or a reliable camera "
-                                    "with image_reliability:=reliable; see docs/ros_node.md.")
+                                    f"{info.total_count}). Large best-effort images need the publisher to run with "
+                                    "FASTDDS_DEFAULT_PROFILES_FILE=<share>/mpg_sam2_ros/config/fastdds_large_images.xml, "
+                                    "or a reliable camera with image_reliability:=reliable; see docs/ros_node.md.")
 
     # ----- worker --------------------------------------------------------------------------
     def _work(self) -> None:
