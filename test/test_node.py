@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,7 +225,9 @@ def tail(log, n=4000):
 # Fast DDS's default transports lose most large (~1 MB) best-effort samples between processes
 # (the node counts them as events.messages_lost and says so); the LARGE_DATA builtin transports
 # (shared memory + TCP) deliver them. Camera set-ups need the same (docs/ros_node.md).
-DDS_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+# 640x480 frames exceed Fast DDS's 512 kB shared-memory segment: the publisher (this test) needs
+# the package's profile, or best-effort frames are lost in transport (docs/ros_node.md)
+DDS_ENV = {"FASTDDS_DEFAULT_PROFILES_FILE": str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml")}
 
 
 @pytest.fixture(scope="module")
