@@ -386,3 +386,18 @@ def test_causal_forward_ignores_later_frames(small_model, small_cfg):
         largest[causal] = max(float((getattr(x, n)[:, :-1] - getattr(y, n)[:, :-1]).abs().max()) for n in names)
     assert largest[True] == 0.0
     assert largest[False] > 1e-5, "non-causal outputs of earlier frames should depend on the last frame"
+
+
+def test_cosine_schedule_and_its_validation():
+    from mpg_sam2_ros.training.config import ConfigError, load_training_config
+    from mpg_sam2_ros.training.train import lr_scale
+
+    c = load_training_config("synthetic_cpu_small", ["optim.schedule=cosine", "steps=11", "optim.warmup_steps=2",
+                                                     "optim.min_lr_ratio=0.1"])
+    scales = [lr_scale(c, s) for s in range(11)]
+    assert scales[:3] == [0.5, 1.0, 1.0] and abs(scales[-1] - 0.1) < 1e-9
+    assert all(a >= b for a, b in zip(scales[2:], scales[3:]))  # decays monotonically after warm-up
+    assert lr_scale(load_training_config("synthetic_cpu_small", ["optim.warmup_steps=0"]), 500) == 1.0  # constant
+    for bad in (["optim.schedule=linear"], ["optim.min_lr_ratio=2"]):
+        with pytest.raises(ConfigError):
+            load_training_config("synthetic_cpu_small", bad)

@@ -57,7 +57,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW with the official parameter groups: ``lr_fusion`` for the new fusion modules
-    (the official 5e-5 group), ``lr`` for everything else."""
+    (the official 5e-5 group), ``lr`` for everything else. ``schedule``: ``constant`` after the
+    linear warm-up (the official code: its scheduler step is commented out), or ``cosine``:
+    decay from the rate to ``min_lr_ratio`` x the rate at the last step."""
 
     lr: float = 2e-6
     lr_fusion: float = 5e-5
@@ -65,6 +67,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key} must be an integer, got {value!r}")
         o = self.optim
+        if o.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"optim.schedule must be constant or cosine, got {o.schedule!r}")
+        if not 0.0 <= float(o.min_lr_ratio) <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in 0..1, got {o.min_lr_ratio!r}")
         for key in ("lr", "lr_fusion", "weight_decay", "grad_clip", "warmup_steps"):
             value = getattr(o, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

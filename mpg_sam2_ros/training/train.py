@@ -397,9 +397,22 @@ def _all_mean(values: dict[str, float], dist: Dist, device: str = "cpu") -> dict
     return {k: float(v) / dist.world for k, v in zip(values, t.cpu().tolist())}
 
 
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``optim.warmup_steps``, then constant or cosine decay to
+    ``optim.min_lr_ratio`` at the last step."""
+    o = cfg.optim
+    w = o.warmup_steps
+    if w > 0 and step < w:
+        return (step + 1) / w
+    if o.schedule == "cosine":
+        span = max(1, cfg.steps - 1 - w)
+        t = min(1.0, max(0.0, (step - w) / span))
+        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
+
+
 def _warmup(optimizer, cfg: TrainConfig, step: int) -> None:
-    w = cfg.optim.warmup_steps
-    scale = min(1.0, (step + 1) / w) if w > 0 else 1.0
+    scale = lr_scale(cfg, step)
     for g in optimizer.param_groups:
         g["lr"] = scale * (cfg.optim.lr if g.get("name") == "base" else cfg.optim.lr_fusion)
 
