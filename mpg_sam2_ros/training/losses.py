@@ -51,8 +51,12 @@ class LossConfig:
     (object score) and IoU weights (1 and 1).
     multimask_min: focal + dice on the best of the M > 1 candidates of a frame instead of the
       single output mask (SAM 2's recipe).
-    iou_all: supervise the predicted IoU of all M candidates (SAM 2's ``supervise_all_iou``)
-      instead of only the chosen one.
+    iou_all: supervise the predicted IoU of all M candidates (SAM 2's ``supervise_all_iou``,
+      on in its training configs) instead of only the chosen one. With ``multimask_min``, the
+      chosen one is the best candidate, so without ``iou_all`` the IoU head never learns to rank
+      the others, and inference (which picks ``argmax`` predicted IoU) returns arbitrary
+      candidates: a model trained from scratch that way segmented the wrong thing on held-out
+      videos while its training loss looked fine (docs/training_experiments.md).
     prior: weight of an auxiliary BCE on the MPG's mask prior M_p (Eq. 3) against the ground
       truth pooled to the BEiT-3 grid (``prior_loss``). Neither the paper nor the official code
       has it (their prior learns only through SAM 2, from pretrained weights); a model trained
@@ -65,7 +69,7 @@ class LossConfig:
     presence: float = 1.0
     iou: float = 1.0
     multimask_min: bool = True
-    iou_all: bool = False
+    iou_all: bool = True
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     prior: float = 0.0
