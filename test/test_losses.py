@@ -207,7 +207,7 @@ def _good_bad_clip():
 def test_multimask_min_picks_the_better_candidate():
     multimask, single, target = _good_bad_clip()
     kw = dict(iou_pred=torch.tensor([[0.8, 0.5, 0.3], [0.8, 0.5, 0.3]]), object_score_logits=torch.zeros(2, 1), target=target)
-    cfg = only(focal=2.0, dice=5.0, iou=1.0)
+    cfg = only(focal=2.0, dice=5.0, iou=1.0, iou_all=False)  # the chosen candidate's IoU only
     out = ReferringLoss(cfg)(multimask_logits=multimask, single_logits=single, **kw)
     # expected: the good candidate on frame 0; the single output on the empty frame 1
     chosen = torch.stack([multimask[0, 2], single[1, 0]])[:, None].detach()
@@ -225,7 +225,7 @@ def test_multimask_min_picks_the_better_candidate():
     assert g[1].abs().sum() == 0  # empty frame: the single output is supervised, not the candidates
 
     # switched off: the single output everywhere (worse), IoU of SAM 2's pick (argmax -> bad, IoU 0)
-    off = ReferringLoss(only(focal=2.0, dice=5.0, iou=1.0, multimask_min=False))(
+    off = ReferringLoss(only(focal=2.0, dice=5.0, iou=1.0, multimask_min=False, iou_all=False))(
         multimask_logits=multimask.detach(), single_logits=single, **kw
     )
     assert off["focal"] > out["focal"] and off["dice"] > out["dice"]
