@@ -155,3 +155,59 @@ def test_conditioning_policy_reanchors(small_model, tokenizer):
         assert firsts == expected_first, cfg
     with pytest.raises(ValueError):
         EngineConfig(reanchor_every=-1)
+
+
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_batched_decoding_equals_one_object_at_a_time(small_model, tokenizer, monkeypatch, lookahead):
+    """Expressions of different lengths decoded as one batch give what decoding each alone gives
+    (masks, scores, and every memory entry they leave); a command added mid-stream has another
+    history and is decoded in its own batch; each frame still costs one batched decode per group."""
+    import copy
+
+    small_model = copy.deepcopy(small_model)
+    with torch.no_grad():  # random weights say "absent" (masks -1024): make the objects present
+        small_model.sam2.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 20.0
+    calls = {"n": 0, "rows": 0}
+    real = small_model.track_step
+
+    def counting(**kw):
+        calls["n"] += 1
+        calls["rows"] += kw["features"].batch_size
+        return real(**kw)
+
+    texts = ["the red ball", "the big blue square on the left side", "a cat"]
+    runs = {}
+    for batched in (True, False):
+        monkeypatch.setattr(small_model, "track_step", counting)
+        calls.update(n=0, rows=0)
+        engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4, lookahead=lookahead, batch_objects=batched))
+        ids = [engine.add_command(t) for t in texts]
+        out = []
+        for i, f in enumerate(frames(7, seed=3)):
+            if i == 3:
+                ids.append(engine.add_command("the green thing moving up"))
+            r = engine.step(f, stamp=float(i))
+            out += [r] if r is not None else []
+        out += engine.flush()
+        runs[batched] = (out, engine, dict(calls))
+        monkeypatch.undo()
+    (a, ea, ca), (b, eb, cb) = runs[True], runs[False]
+    assert [r.frame_index for r in a] == [r.frame_index for r in b] == list(range(7))
+    assert ca["rows"] == cb["rows"] and ca["n"] < cb["n"]  # same work, fewer (batched) calls
+    assert ca["n"] == 3 * 1 + 4 * 2  # frames 0-2: one batch of 3; 3-6: the old three + the new one
+    mism = 0
+    for ra, rb in zip(a, b):
+        assert [o.object_id for o in ra.objects] == [o.object_id for o in rb.objects]
+        for oa, ob in zip(ra.objects, rb.objects):
+            assert oa.score == pytest.approx(ob.score, abs=1e-5)
+            mism += int((oa.mask != ob.mask).sum())
+    total = sum(o.mask.size for r in a for o in r.objects)
+    assert 0.05 < sum(int(o.mask.sum()) for r in a for o in r.objects) / total < 0.95  # masks are not trivial
+    assert mism <= 1e-4 * total
+    for oid in ea._objects:
+        ma, mb = ea._objects[oid].memory, eb._objects[oid].memory
+        assert ma.signature() == mb.signature()
+        for xa, xb in zip(list(ma.cond.values()) + list(ma.recent), list(mb.cond.values()) + list(mb.recent)):
+            torch.testing.assert_close(xa.obj_ptr, xb.obj_ptr, atol=1e-4, rtol=1e-4)
+            if xa.maskmem_features is not None:
+                torch.testing.assert_close(xa.maskmem_features, xb.maskmem_features, atol=1e-4, rtol=1e-4)

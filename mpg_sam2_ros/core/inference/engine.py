@@ -45,13 +45,17 @@ class EngineConfig:
     frame forever, and its pointer distance grows without bound, DESIGN.md §8): an object's
     SAM 2 memory restarts, making the next frame its new conditioning frame,
     ``reanchor_after_absent`` frames after the object was last present (0: never), and every
-    ``reanchor_every`` frames (0: never). Its window (the MPG's context) is kept."""
+    ``reanchor_every`` frames (0: never). Its window (the MPG's context) is kept.
+
+    batch_objects: decode the objects of a frame as one batch where their histories match
+    (default), or one at a time."""
 
     window: int = 8
     lookahead: int = 0
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
+    batch_objects: bool = True
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -291,8 +295,13 @@ class StreamingEngine:
         return GlobalContext(prior=prior, global_feature=v_g, sparse=sparse, text=text, text_padding=padding)
 
     def _decode(self, pending: _Pending, flushing: bool = False) -> StepResult:
+        """Decode one frame for every object. Objects whose SAM 2 memories hold the same frames
+        and whose windows have the same length are decoded as one batch (their memories and
+        contexts stacked, text padded to the longest expression and masked), as SAM 2's video
+        predictor batches its objects; the others (e.g. a command added later) in smaller batches.
+        ``EngineConfig.batch_objects=False`` decodes one object at a time (same results)."""
         model = self.model
-        results = []
+        jobs = []
         for state in self._objects.values():
             # window position of the decoded frame: it lags the newest by the frames still pending
             upto = len(state.window) - 1 - len(self._pending)
@@ -303,25 +312,32 @@ class StreamingEngine:
                 state.first_frame = pending.index
             ctx, t = self._context(state, upto)
             local = pending.index - state.first_frame
-            out = model.track_step(
-                frame_idx=local,
-                is_init_cond_frame=(local == 0),
-                features=pending.features,
-                prompt=model.frame_prompt(ctx, t),
-                memory=state.memory,
-            )
-            state.memory.add(out.memory, is_cond=(local == 0))
-            present = bool((out.object_score_logits[0, 0] > 0).item())
-            state.absent_run = 0 if present else state.absent_run + 1
+            jobs.append((state, ctx, t, local))
+        groups: dict[tuple, list] = {}
+        for job in jobs:
+            state, ctx, t, local = job
+            key = (local, t, ctx.global_feature.shape[1], state.memory.signature()) if self.config.batch_objects else (id(state),)
+            groups.setdefault(key, []).append(job)
+        by_object: dict[int, ObjectResult] = {}
+        for group in groups.values():
+            states = [g[0] for g in group]
+            ctx, t, local = _stack_contexts([g[1] for g in group]), group[0][2], group[0][3]
+            memory = states[0].memory if len(states) == 1 else MemoryBank.stacked([s.memory for s in states])
+            features = pending.features if len(states) == 1 else pending.features.expand(len(states))
+            out = model.track_step(frame_idx=local, is_init_cond_frame=(local == 0), features=features,
+                                   prompt=model.frame_prompt(ctx, t), memory=memory)
             logits = F.interpolate(out.mask_logits, size=pending.size, mode="bilinear", align_corners=False)
-            results.append(
-                ObjectResult(
-                    object_id=state.object_id,
-                    text=state.tokens.text,
-                    mask=(logits[0, 0] > model.config.mask_threshold).cpu().numpy(),
-                    score=float(torch.sigmoid(out.object_score_logits[0, 0])),
+            masks = (logits[:, 0] > model.config.mask_threshold).cpu().numpy()  # one copy to the host
+            scores = out.object_score_logits[:, 0].float().cpu()
+            for i, state in enumerate(states):
+                state.memory.add(out.memory if len(states) == 1 else out.memory.select(i), is_cond=(local == 0))
+                present = bool(scores[i] > 0)
+                state.absent_run = 0 if present else state.absent_run + 1
+                by_object[state.object_id] = ObjectResult(
+                    object_id=state.object_id, text=state.tokens.text, mask=masks[i],
+                    score=float(torch.sigmoid(scores[i])),
                 )
-            )
+        results = [by_object[j[0].object_id] for j in jobs]
         reset, self._reset_flag = self._reset_flag, False
         return StepResult(
             frame_index=pending.index,
@@ -357,3 +373,25 @@ class StreamingEngine:
         for p in self._pending:
             total += sum(t.numel() * t.element_size() for t in p.features.vision_feats + p.features.vision_pos)
         return total
+
+
+def _stack_contexts(ctxs: list[GlobalContext]) -> GlobalContext:
+    """Objects' contexts (batch 1 each, same window length) as one batch; text tokens padded to
+    the longest expression, the padding masked (so the result equals each object's own)."""
+    if len(ctxs) == 1:
+        return ctxs[0]
+    length = max(c.text_padding.shape[-1] for c in ctxs)
+
+    def pad_text(c: GlobalContext) -> tuple[torch.Tensor | None, torch.Tensor]:
+        extra = length - c.text_padding.shape[-1]
+        padding = F.pad(c.text_padding, (0, extra), value=True)
+        text = None if c.text is None else F.pad(c.text, (0, 0, 0, extra))
+        return text, padding
+
+    padded = [pad_text(c) for c in ctxs]
+    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+    return GlobalContext(
+        prior=cat([c.prior for c in ctxs]), global_feature=torch.cat([c.global_feature for c in ctxs]),
+        sparse=cat([c.sparse for c in ctxs]), text=cat([p[0] for p in padded]), text_padding=torch.cat([p[1] for p in padded]),
+    )
+

@@ -31,6 +31,25 @@ class MemoryEntry:
     maskmem_features: torch.Tensor | None = None
     maskmem_pos_enc: list[torch.Tensor] | None = None
 
+    def select(self, i: int) -> "MemoryEntry":
+        """Object i of a batched entry (batch 1, views)."""
+        return MemoryEntry(
+            frame_idx=self.frame_idx, obj_ptr=self.obj_ptr[i : i + 1],
+            object_score_logits=self.object_score_logits[i : i + 1],
+            maskmem_features=None if self.maskmem_features is None else self.maskmem_features[i : i + 1],
+            maskmem_pos_enc=None if self.maskmem_pos_enc is None else [p[i : i + 1] for p in self.maskmem_pos_enc],
+        )
+
+    @staticmethod
+    def cat(entries: list["MemoryEntry"]) -> "MemoryEntry":
+        """Entries of the same frame (and layout) stacked along the batch."""
+        first = entries[0]
+        mem = None if first.maskmem_features is None else torch.cat([e.maskmem_features for e in entries])
+        pos = None if first.maskmem_pos_enc is None else [
+            torch.cat(level) for level in zip(*[e.maskmem_pos_enc for e in entries])]
+        return MemoryEntry(first.frame_idx, torch.cat([e.obj_ptr for e in entries]),
+                           torch.cat([e.object_score_logits for e in entries]), mem, pos)
+
     def as_sam2_output(self) -> dict:
         return {
             "maskmem_features": self.maskmem_features,
@@ -77,6 +96,21 @@ class MemoryBank:
             if entry.frame_idx - old.frame_idx > self.maskmem_horizon:
                 old.maskmem_features = None
                 old.maskmem_pos_enc = None
+
+    def signature(self) -> tuple:
+        """What must match for banks to be decoded as one batch: the same frames, kept the same way."""
+        return (tuple(sorted(self.cond)), tuple((e.frame_idx, e.maskmem_features is not None) for e in self.recent))
+
+    @classmethod
+    def stacked(cls, banks: list["MemoryBank"]) -> "MemoryBank":
+        """One bank whose entries hold the objects of ``banks`` (equal ``signature()``) along
+        the batch, for one batched decode; read-only use."""
+        first = banks[0]
+        out = cls(num_maskmem=first.num_maskmem, max_obj_ptrs=first.max_obj_ptrs)
+        out.maskmem_horizon, out.capacity = first.maskmem_horizon, first.capacity
+        out.cond = {t: MemoryEntry.cat([b.cond[t] for b in banks]) for t in first.cond}
+        out.recent = deque((MemoryEntry.cat(list(es)) for es in zip(*[b.recent for b in banks])), maxlen=first.capacity)
+        return out
 
     def sam2_view(self) -> dict:
         """The ``output_dict`` layout ``SAM2Base._prepare_memory_conditioned_features`` reads."""
