@@ -120,10 +120,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("--windows takes three increasing sizes: SMALL MID LARGE")
     if args.memory_frames <= args.memory_warmup:
         raise ValueError("--memory-frames must exceed --memory-warmup")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine (torch {torch.__version__})")
     result = run_bench(
         config=args.config, overrides=args.overrides, windows=tuple(args.windows), measure=args.measure, memory_config=args.memory_config,
         memory_frames=args.memory_frames, memory_warmup=args.memory_warmup, predictor_frames=args.predictor_frames,
-        device=args.device, bf16=args.bf16, threads=args.threads, skip_memory=args.skip_memory, log=log,
+        device=args.device, bf16=args.bf16, threads=args.threads, skip_memory=args.skip_memory,
+        compare_frames=args.compare_frames, expression_frames=args.expression_frames, compile=args.compile, log=log,
     )
     _emit(result, args.out)
     return 0
@@ -254,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-warmup", type=int, default=100, help="RSS growth is measured from this frame on")
     p.add_argument("--predictor-frames", type=int, default=300, help="frames for sam2's SAM2VideoPredictor memory comparison")
     p.add_argument("--skip-memory", action="store_true", help="speed only")
+    p.add_argument("--compare-frames", type=int, default=10,
+                   help="frames timed alternately for the engine and SAM2VideoPredictor (medians)")
+    p.add_argument("--expression-frames", type=int, default=10, help="frames timed per expression count (1, 2, 4)")
+    p.add_argument("--compile", action="store_true", help="torch.compile SAM 2's image encoder and memory attention")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for the GPU run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")

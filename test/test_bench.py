@@ -12,7 +12,8 @@ from test_cli import run
 
 def test_bench_reports_speed_breakdown_ratios_and_memory(tmp_path):
     res = run("bench", "--config", "cpu_small", "--measure", "2", "--memory-frames", "60", "--memory-warmup", "20",
-              "--predictor-frames", "30", "--quiet", "--out", str(tmp_path / "b.json"))
+              "--predictor-frames", "30", "--compare-frames", "3", "--expression-frames", "2", "--quiet",
+              "--out", str(tmp_path / "b.json"))
     out = json.loads(res.stdout)
     assert json.loads((tmp_path / "b.json").read_text()) == out
     speed = out["speed"]
@@ -25,6 +26,14 @@ def test_bench_reports_speed_breakdown_ratios_and_memory(tmp_path):
     assert speed["overhead_ratio"] == pytest.approx(speed["per_frame_s"]["8"] / speed["encoders_alone_s"]["sum"], rel=0.03)
     assert speed["window_ratio"] == pytest.approx(speed["per_frame_s"]["16"] / speed["per_frame_s"]["4"], rel=0.03)
     assert speed["sam2_predictor"]["per_frame_s"] > 0 and speed["overhead_vs_sam2_ratio"] > 0
+    alt = speed["alternating"]  # engine and predictor timed frame by frame on the same frames, medians
+    assert alt["frames"] == 3 and len(alt["engine_s"]) == len(alt["predictor_s"]) == 3
+    assert alt["engine_median_s"] == pytest.approx(sorted(alt["engine_s"])[1], abs=1e-4)
+    assert speed["overhead_vs_sam2_ratio"] == pytest.approx(
+        alt["engine_median_s"] / (alt["predictor_median_s"] + speed["encoders_alone_s"]["beit3"]), rel=0.03)
+    ex = out["expressions"]  # on the CPU: the small model, batched and one at a time
+    assert ex["config"] == "cpu_small" and set(ex["batched_s"]) == set(ex["one_at_a_time_s"]) == {"1", "2", "4"}
+    assert all(v > 0 for v in ex["batched_s"].values()) and out["compiled"] == [] and "bf16_agreement" not in out
     mem = out["memory"]
     assert mem["frames"] == 60 and mem["engine_state_bytes"]["start"] == mem["engine_state_bytes"]["end"] > 0
     assert mem["rss_mb_end"] > 0 and "rss_growth_pct" in mem
@@ -38,3 +47,60 @@ def test_bench_bad_arguments_are_clear_errors():
     assert res.returncode == 2 and "three increasing sizes" in res.stderr
     res = run("bench", "--memory-frames", "10", "--memory-warmup", "20", "--quiet", check=False)
     assert res.returncode == 2 and "must exceed" in res.stderr
+
+
+def test_bench_cuda_path_is_guarded_and_clock_falls_back_to_the_cpu():
+    import torch
+
+    from mpg_sam2_ros.core.bench import Clock
+
+    if not torch.cuda.is_available():
+        res = run("bench", "--device", "cuda", "--quiet", check=False)
+        assert res.returncode == 2 and "CUDA is not available" in res.stderr and "Traceback" not in res.stderr
+    clock = Clock(torch.device("cpu"))
+    assert not clock.cuda and 0.0 <= clock(lambda: sum(range(1000))) < 1.0
+
+
+def test_bf16_agreement_runs_on_the_cpu(small_model, tokenizer):
+    """The comparison the GPU run reports, exercised on the CPU (bf16 autocast exists there too)."""
+    import numpy as np
+    import torch
+
+    from mpg_sam2_ros.core.bench import bf16_agreement
+    from mpg_sam2_ros.core.pipeline import Pipeline
+
+    pipe = Pipeline(small_model.config, small_model, tokenizer, "random")
+    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(3)]
+    out = bf16_agreement(pipe, frames, torch.device("cpu"), window=2)
+    assert out["frames"] == 3 and 0.0 <= out["mask_iou_min"] <= out["mask_iou_mean"] <= 1.0
+    assert out["score_max_abs_diff"] < 0.1
+
+
+def test_compile_hot_path_compiles_the_image_encoder_and_memory_attention(small_cfg, monkeypatch):
+    """Which parts --compile hands to torch.compile (compiling itself is the GPU run's business:
+    inductor takes minutes on 2 CPU cores), and that the compiled model still loads into sam2's
+    predictor (its state-dict keys gain '_orig_mod.')."""
+    import torch
+
+    from mpg_sam2_ros.core import bench
+    from mpg_sam2_ros.core.modeling import build_model
+
+    model = build_model(small_cfg)
+    seen = []
+
+    def fake_compile(mod, **kw):
+        seen.append((mod, kw))
+        wrapper = torch.nn.Module()
+        wrapper._orig_mod = mod
+        wrapper.forward = mod.forward
+        return wrapper
+
+    encoder, attention = model.sam2.image_encoder, model.sam2.memory_attention
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert bench.compile_hot_path(model) == ["sam2.image_encoder", "sam2.memory_attention"]
+    assert [m for m, _ in seen] == [encoder, attention] and all(kw == {"dynamic": False} for _, kw in seen)
+    assert any("_orig_mod." in k for k in model.sam2.state_dict())
+    from mpg_sam2_ros.core.pipeline import Pipeline
+
+    predictor = bench._build_predictor(Pipeline(small_cfg, model, None, "random"), torch.device("cpu"))
+    assert predictor.image_encoder is not None

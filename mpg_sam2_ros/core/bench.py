@@ -11,12 +11,26 @@ BEiT-3-base at 224 px, random weights) and synthetic 640x480 frames with one com
   memory read), HGA + decoder (Eqs. 4-5 and the heads), SAM 2 memory encoder, other;
 - ``overhead_ratio`` = per-frame W=8 / (image encoder + BEiT-3); ``window_ratio`` = W=16 / W=4;
 - ``sam2_predictor``: sam2's own ``SAM2VideoPredictor`` with the same SAM 2 weights on the same
-  frames (mask prompt on frame 0), per frame once its memory is full, and
-  ``overhead_vs_sam2_ratio`` = per-frame W=8 / (predictor per frame + BEiT-3).
+  frames (mask prompt on frame 0). The engine (W=8, one command) and the predictor are timed
+  alternately, frame by frame (engine on frame i, then the predictor on frame i), for
+  ``--compare-frames`` frames once both memories are full, and compared by medians:
+  ``overhead_vs_sam2_ratio`` = engine median / (predictor median + BEiT-3 alone), so that a
+  machine's slow phase hits both alike.
+- ``expressions``: per-frame time at 1, 2 and 4 expressions, decoded as one batch and one at a
+  time (on the CPU with the small model, on a GPU with the speed model).
+- ``bf16_agreement`` (bf16 runs): masks of the bf16 engine against the float32 engine on the
+  same frames (mean IoU, largest presence-score difference).
+
+Timing: ``torch.cuda.Event`` pairs on a GPU (``elapsed_time`` once the frame is done), the
+process clock on the CPU. ``--compile`` compiles SAM 2's image encoder and memory attention
+(``torch.compile``, as sam2's ``vos_optimized``); compilation happens in the warm-up frames,
+which are never timed.
 
 Memory, on a small model (``cpu_small`` by default): process RSS over a long stream (1000
-frames), from frame ``warmup`` on, and the engine's own state bytes; then, in the same process,
-``SAM2VideoPredictor`` on the same SAM 2 weights and the first few hundred of those frames.
+frames), from frame ``warmup`` on, and the engine's own state bytes (on a GPU also
+``torch.cuda`` allocated memory at frame ``warmup`` and at the end, and its peak); then, in
+the same process, ``SAM2VideoPredictor`` on the same SAM 2 weights and the first few hundred
+of those frames.
 """
 
 from __future__ import annotations
@@ -128,6 +142,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class Clock:
+    """Seconds of one call: CUDA events on a GPU (recorded around the call, read once it is
+    done), ``time.perf_counter`` on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if not self.cuda:
+            t = time.perf_counter()
+            fn()
+            return time.perf_counter() - t
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def compile_hot_path(model) -> list[str]:
+    """``torch.compile`` SAM 2's image encoder and memory attention in place (as sam2's
+    ``vos_optimized``); returns the compiled parts."""
+    sam = model.sam2
+    sam.image_encoder = torch.compile(sam.image_encoder, dynamic=False)
+    sam.memory_attention = torch.compile(sam.memory_attention, dynamic=False)
+    return ["sam2.image_encoder", "sam2.memory_attention"]
+
+
 def _stream_times(pipe: Pipeline, frames: list[np.ndarray], window: int, warmup: int, device: torch.device,
                   bf16: bool, timers: Timers | None = None) -> tuple[list[float], dict[str, float]]:
     """Seconds per ``step`` after ``warmup`` frames, and the timer totals over those frames."""
@@ -136,15 +179,13 @@ def _stream_times(pipe: Pipeline, frames: list[np.ndarray], window: int, warmup:
     if timers is not None:
         timers.method("mpg", engine, "_incremental_mpg")
     times, totals = [], defaultdict(float)
+    clock = Clock(device)
     for i, frame in enumerate(frames):
         if timers is not None:
             timers.clear()
         with _autocast(device, bf16):
             _sync(device)
-            t = time.perf_counter()
-            engine.step(frame, stamp=float(i))
-            _sync(device)
-            dt = time.perf_counter() - t
+            dt = clock(lambda: engine.step(frame, stamp=float(i)))
         if i >= warmup:
             times.append(dt)
             if timers is not None:
@@ -174,17 +215,106 @@ def _encoders_alone(pipe: Pipeline, frame: np.ndarray, device: torch.device, bf1
     return best
 
 
-def _sam2_predictor(pipe: Pipeline, frames: list[np.ndarray], warmup: int, device: torch.device,
-                    bf16: bool, sample_rss: bool) -> dict:
-    """sam2's SAM2VideoPredictor on the same SAM 2 weights and frames (JPEG folder, as it reads)."""
+def _build_predictor(pipe: Pipeline, device: torch.device):
+    """sam2's SAM2VideoPredictor with the pipeline's SAM 2 weights."""
     from .modeling.sam2_backbone import build_sam2
 
     predictor = build_sam2(pipe.config.sam2, {"_target_": "sam2.sam2_video_predictor.SAM2VideoPredictor"})
     predictor.fill_hole_area = 0  # hole filling needs sam2's CUDA extension
-    predictor.load_state_dict(pipe.model.sam2.state_dict())
-    predictor = predictor.to(device).eval()
+    sd = {k.replace("_orig_mod.", ""): v for k, v in pipe.model.sam2.state_dict().items()}  # compiled parts
+    predictor.load_state_dict(sd)
+    return predictor.to(device).eval()
+
+
+def _sam2_predictor(pipe: Pipeline, frames: list[np.ndarray], warmup: int, device: torch.device,
+                    bf16: bool, sample_rss: bool) -> dict:
+    """sam2's SAM2VideoPredictor on the same SAM 2 weights and frames (JPEG folder, as it reads)."""
+    predictor = _build_predictor(pipe, device)
     with mock.patch.dict(os.environ, {"TQDM_DISABLE": "1"}):  # sam2's own progress bars
         return _run_predictor(predictor, frames, warmup, device, bf16, sample_rss)
+
+
+def _center_mask(shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    h, w = shape
+    mask[h // 2 - h // 8 : h // 2 + h // 8, w // 2 - h // 8 : w // 2 + h // 8] = True
+    return mask
+
+
+def alternating_comparison(pipe: Pipeline, frames: list[np.ndarray], warmup: int, device: torch.device, bf16: bool,
+                           window: int = 8, predictor=None) -> dict:
+    """The engine (one command) and SAM2VideoPredictor (mask prompt on frame 0) advanced in
+    lockstep on the same frames, each timed on every frame; medians of the frames from
+    ``warmup`` on (both memories full)."""
+    predictor = predictor if predictor is not None else _build_predictor(pipe, device)
+    engine = StreamingEngine(pipe.model, pipe.tokenizer, EngineConfig(window=window))
+    engine.add_command(COMMAND)
+    clock = Clock(device)
+    eng_t, pred_t = [], []
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"TQDM_DISABLE": "1"}):
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(Path(tmp) / f"{i:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        with torch.inference_mode(), _autocast(device, bf16):
+            state = predictor.init_state(video_path=tmp)
+            predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=_center_mask(frames[0].shape[:2]))
+            it = predictor.propagate_in_video(state)
+            for i, f in enumerate(frames):
+                _sync(device)
+                te = clock(lambda: engine.step(f, stamp=float(i)))
+                tp = clock(lambda: next(it))
+                if i >= warmup:
+                    eng_t.append(te)
+                    pred_t.append(tp)
+    med = lambda xs: round(float(np.median(xs)), 4)  # noqa: E731
+    return {"frames": len(eng_t), "order": "engine then predictor, frame by frame",
+            "engine_median_s": med(eng_t), "predictor_median_s": med(pred_t),
+            "engine_s": [round(x, 4) for x in eng_t], "predictor_s": [round(x, 4) for x in pred_t]}
+
+
+def expression_scaling(pipe: Pipeline, frames: list[np.ndarray], warmup: int, device: torch.device, bf16: bool,
+                       counts: Sequence[int] = (1, 2, 4), window: int = 8) -> dict:
+    """Median per-frame step time with 1, 2, 4 expressions, batched and one at a time."""
+    texts = [COMMAND, "the blue square on the left", "the small green triangle", "the dog running towards the camera"]
+    clock = Clock(device)
+    out: dict = {"config": pipe.config.name, "window": window, "measured_frames": len(frames) - warmup}
+    for batched in (True, False):
+        row = {}
+        for n in counts:
+            engine = StreamingEngine(pipe.model, pipe.tokenizer, EngineConfig(window=window, batch_objects=batched))
+            for t in texts[:n]:
+                engine.add_command(t)
+            times = []
+            with _autocast(device, bf16):
+                for i, f in enumerate(frames):
+                    _sync(device)
+                    dt = clock(lambda: engine.step(f, stamp=float(i)))
+                    if i >= warmup:
+                        times.append(dt)
+            row[str(n)] = round(float(np.median(times)), 4)
+        out["batched_s" if batched else "one_at_a_time_s"] = row
+    out["fps_batched"] = {k: round(1.0 / v, 2) for k, v in out["batched_s"].items()}
+    return out
+
+
+def bf16_agreement(pipe: Pipeline, frames: list[np.ndarray], device: torch.device, window: int = 8) -> dict:
+    """The same frames through the float32 engine and the bf16-autocast engine."""
+    runs = []
+    for bf16 in (False, True):
+        engine = StreamingEngine(pipe.model, pipe.tokenizer, EngineConfig(window=window))
+        engine.add_command(COMMAND)
+        res = []
+        with _autocast(device, bf16):
+            for i, f in enumerate(frames):
+                r = engine.step(f, stamp=float(i))
+                res.append((r.objects[0].mask, r.objects[0].score))
+        runs.append(res)
+    ious, dscore = [], 0.0
+    for (ma, sa), (mb, sb) in zip(*runs):
+        union = (ma | mb).sum()
+        ious.append(1.0 if union == 0 else float((ma & mb).sum() / union))
+        dscore = max(dscore, abs(sa - sb))
+    return {"frames": len(frames), "mask_iou_mean": round(float(np.mean(ious)), 4),
+            "mask_iou_min": round(float(np.min(ious)), 4), "score_max_abs_diff": round(dscore, 4)}
 
 
 def _run_predictor(predictor, frames, warmup, device, bf16, sample_rss) -> dict:
@@ -260,7 +390,8 @@ def _growth(start: int, end: int) -> dict:
 def run_bench(*, config: str = "bench_hiera_t", overrides: Sequence[str] = (), windows: tuple[int, int, int] = (4, 8, 16), measure: int = 3,
               memory_config: str = "cpu_small", memory_frames: int = 1000, memory_warmup: int = 100,
               predictor_frames: int = 300, device: str = "cpu", bf16: bool = False, threads: int | None = None,
-              skip_memory: bool = False, log: Callable[[str], None] = lambda s: None) -> dict:
+              skip_memory: bool = False, compare_frames: int = 10, expression_frames: int = 10, compile: bool = False,
+              log: Callable[[str], None] = lambda s: None) -> dict:
     t_start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -276,6 +407,7 @@ def run_bench(*, config: str = "bench_hiera_t", overrides: Sequence[str] = (), w
     log(f"building {config}")
     pipe = load_pipeline(config, _speed_overrides(config, overrides))
     pipe.model.to(dev).eval()
+    out["compiled"] = compile_hot_path(pipe.model) if compile else []
     small, mid, large = windows
     frames = list(synthetic_frames(max(windows) + 1 + measure))
     out["speed"] = {"config": pipe.config.name, "sam2": pipe.config.sam2.base, "sam2_image_size": pipe.model.image_size,
@@ -318,11 +450,28 @@ def run_bench(*, config: str = "bench_hiera_t", overrides: Sequence[str] = (), w
         "window_ratio": round(per_frame[str(large)] / per_frame[str(small)], 4),
         "window_target": WINDOW_TARGET,
     })
-    log("sam2 SAM2VideoPredictor, same backbone")
-    pred = _sam2_predictor(pipe, frames[: memory_full + 1 + measure], memory_full + 1, dev, bf16, sample_rss=False)
-    out["speed"]["sam2_predictor"] = pred
-    out["speed"]["overhead_vs_sam2_ratio"] = round(per_frame[str(mid)] / (pred["per_frame_s"] + enc["beit3"]), 4)
+    log(f"engine and sam2 SAM2VideoPredictor alternately, {compare_frames} frames once memories are full")
+    cmp_frames = list(synthetic_frames(memory_full + 1 + compare_frames, seed=1))
+    cmp = alternating_comparison(pipe, cmp_frames, memory_full + 1, dev, bf16, window=mid)
+    out["speed"]["sam2_predictor"] = {"per_frame_s": cmp["predictor_median_s"], "statistic": "median"}
+    out["speed"]["alternating"] = cmp
+    out["speed"]["overhead_vs_sam2_ratio"] = round(cmp["engine_median_s"] / (cmp["predictor_median_s"] + enc["beit3"]), 4)
+    if bf16:
+        log("bf16 vs float32 engine on the same frames")
+        out["bf16_agreement"] = bf16_agreement(pipe, list(synthetic_frames(20, seed=2)), dev, window=mid)
+    if dev.type == "cuda":
+        log("expressions 1/2/4 on the speed model")
+        out["expressions"] = expression_scaling(pipe, list(synthetic_frames(memory_full + 1 + expression_frames, seed=3)),
+                                                memory_full + 1, dev, bf16, window=mid)
     del pipe, model, sam, frames
+    if dev.type != "cuda":
+        log(f"expressions 1/2/4 on {memory_config}")
+        small_pipe = load_pipeline(memory_config)
+        small_pipe.model.to(dev).eval()
+        full = small_pipe.model.sam2.num_maskmem
+        out["expressions"] = expression_scaling(small_pipe, list(synthetic_frames(full + 1 + expression_frames, 240, 320, seed=3)),
+                                                full + 1, dev, bf16, window=mid)
+        del small_pipe
 
     # ----- memory, long stream -----------------------------------------------------------
     if not skip_memory:
@@ -331,20 +480,28 @@ def run_bench(*, config: str = "bench_hiera_t", overrides: Sequence[str] = (), w
         pipe.model.to(dev).eval()
         engine = StreamingEngine(pipe.model, pipe.tokenizer, EngineConfig(window=mid))
         engine.add_command(COMMAND)
-        rss, state = {}, {}
+        rss, state, gpu = {}, {}, {}
+        cuda = dev.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
         with _autocast(dev, bf16):
             for i, f in enumerate(synthetic_frames(memory_frames, 240, 320)):
                 engine.step(f, stamp=float(i))
                 if i + 1 == memory_warmup:
                     rss["start"], state["start"] = rss_bytes(), engine.state_nbytes()
+                    gpu["start"] = torch.cuda.memory_allocated(dev) if cuda else None
                     t0 = time.perf_counter()
         rss["end"], state["end"] = rss_bytes(), engine.state_nbytes()
+        gpu["end"] = torch.cuda.memory_allocated(dev) if cuda else None
         mem = {"config": pipe.config.name, "frames": memory_frames, "window": mid, "rss_from_frame": memory_warmup,
                **_growth(rss["start"], rss["end"]), "target_pct": RSS_TARGET_PCT,
                "growth_bytes_per_frame": int((rss["end"] - rss["start"]) / (memory_frames - memory_warmup)),
                "per_frame_s": round((time.perf_counter() - t0) / (memory_frames - memory_warmup), 4),
                "engine_state_bytes": {"start": state["start"], "end": state["end"]}}
+        if cuda:
+            mem["gpu_allocated_mb"] = {"start": round(gpu["start"] / 2**20, 1), "end": round(gpu["end"] / 2**20, 1),
+                                       "peak": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
         del engine
         log(f"memory: SAM2VideoPredictor on {predictor_frames} frames")
         pframes = list(synthetic_frames(predictor_frames, 240, 320))
