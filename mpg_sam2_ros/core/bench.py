@@ -52,7 +52,7 @@ import torch
 
 from .inference.engine import EngineConfig, StreamingEngine
 from .config import load_model_config, resolve_data_path
-from .pipeline import Pipeline, load_pipeline
+from .pipeline import Pipeline, compile_hot_path, load_pipeline  # noqa: F401 (compile_hot_path: bench API)
 
 STAND_IN_TOKENIZER = "assets/tokenizer/cpu_small.spm"
 COMMAND = "the red ball moving to the right"
@@ -160,15 +160,6 @@ class Clock:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
-
-
-def compile_hot_path(model) -> list[str]:
-    """``torch.compile`` SAM 2's image encoder and memory attention in place (as sam2's
-    ``vos_optimized``); returns the compiled parts."""
-    sam = model.sam2
-    sam.image_encoder = torch.compile(sam.image_encoder, dynamic=False)
-    sam.memory_attention = torch.compile(sam.memory_attention, dynamic=False)
-    return ["sam2.image_encoder", "sam2.memory_attention"]
 
 
 def _stream_times(pipe: Pipeline, frames: list[np.ndarray], window: int, warmup: int, device: torch.device,

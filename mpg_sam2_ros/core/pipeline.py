@@ -59,3 +59,12 @@ def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), chec
     model = build_model(cfg)
     weights = load_weights(model, checkpoint).source if checkpoint else f"random (seed {seed})"
     return Pipeline(cfg, model, load_tokenizer(cfg), weights)
+
+
+def compile_hot_path(model) -> list[str]:
+    """``torch.compile`` SAM 2's image encoder and memory attention in place (as sam2's
+    ``vos_optimized``); returns the compiled parts."""
+    sam = model.sam2
+    sam.image_encoder = torch.compile(sam.image_encoder, dynamic=False)
+    sam.memory_attention = torch.compile(sam.memory_attention, dynamic=False)
+    return ["sam2.image_encoder", "sam2.memory_attention"]

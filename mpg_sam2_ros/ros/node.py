@@ -144,12 +144,14 @@ class MpgSam2Node(LifecycleNode):
             import torch
 
             from ..core.inference.engine import StreamingEngine
-            from ..core.pipeline import load_pipeline
+            from ..core.pipeline import compile_hot_path, load_pipeline
 
             device = self._resolve_device(s.device, torch)
             t0 = time.perf_counter()
             pipe = load_pipeline(s.model_config or None, (), s.checkpoint or None)
             pipe.model.to(device).eval()
+            if s.compile:  # compiles lazily: the first frames are slow
+                compile_hot_path(pipe.model)
         except Exception as exc:  # noqa: BLE001 - a failed configure must not kill the node
             self.get_logger().error(f"configure failed: cannot load the model ({type(exc).__name__}: {exc})")
             return TransitionCallbackReturn.FAILURE

@@ -36,6 +36,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "cpu, cuda or cuda:N; falls back to cpu with a warning when CUDA is absent.", read_only=True),
     ParamSpec("dtype", "float32", "Compute dtype: float32, or bfloat16 (autocast; meant for CUDA).", read_only=True,
               choices=("float32", "bfloat16")),
+    ParamSpec("compile", False, "torch.compile SAM 2's image encoder and memory attention (as sam2's vos_optimized; "
+              "for CUDA). The first frames then take long while it compiles.", read_only=True),
     ParamSpec("window", 8, "Frames of global context (sliding window W). Changing it restarts the stream.", low=1, high=64),
     ParamSpec("lookahead", 0, "Frames of output delay used as future context (k). Changing it restarts the stream.", low=0, high=16),
     ParamSpec("max_objects", 8, "Most expressions segmented at once.", read_only=True, low=1, high=64),
@@ -69,6 +71,7 @@ class NodeSettings:
     checkpoint: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    compile: bool = False
     window: int = 8
     lookahead: int = 0
     max_objects: int = 8
