@@ -99,6 +99,9 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
         raise LiveError(f"--live needs ROS 2 (rclpy) and the package's built messages: {exc}") from None
     from diagnostic_msgs.msg import DiagnosticArray
 
+    if opts.overrides:
+        raise LiveError("--set cannot be passed to the node (it takes a model config name or YAML); "
+                        "write a config YAML, or run in process without --live / with demo --no-ros")
     msgtype = bag.msgtype(topic)
     compressed = msgtype.endswith("CompressedImage")
     ns, full = _node_paths(opts.node_name)
