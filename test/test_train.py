@@ -397,7 +397,7 @@ def test_cosine_schedule_and_its_validation():
     scales = [lr_scale(c, s) for s in range(11)]
     assert scales[:3] == [0.5, 1.0, 1.0] and abs(scales[-1] - 0.1) < 1e-9
     assert all(a >= b for a, b in zip(scales[2:], scales[3:]))  # decays monotonically after warm-up
-    assert lr_scale(load_training_config("synthetic_cpu_small", ["optim.warmup_steps=0"]), 500) == 1.0  # constant
+    assert lr_scale(load_training_config("synthetic_cpu_small", ["optim.warmup_steps=0", "optim.schedule=constant"]), 500) == 1.0
     for bad in (["optim.schedule=linear"], ["optim.min_lr_ratio=2"]):
         with pytest.raises(ConfigError):
             load_training_config("synthetic_cpu_small", bad)
