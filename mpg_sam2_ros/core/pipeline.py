@@ -48,9 +48,11 @@ def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), chec
     - ``checkpoint`` only: our safetensors rebuild their own config (other formats need ``config``);
     - ``config`` only: that config with random weights from ``seed``.
     """
+    bundled = False
     if config is None and checkpoint is None:
         default = default_checkpoint()
         checkpoint = str(default) if default is not None else None
+        bundled = default is not None
     torch.manual_seed(seed)
     if config is None and checkpoint is not None and Path(checkpoint).suffix == ".safetensors":
         cfg = read_checkpoint_config(checkpoint).with_overrides(list(overrides))
@@ -58,6 +60,8 @@ def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), chec
         cfg = load_model_config(config or FALLBACK_CONFIG, overrides)
     model = build_model(cfg)
     weights = load_weights(model, checkpoint).source if checkpoint else f"random (seed {seed})"
+    if bundled:
+        weights = f"bundled {DEFAULT_CHECKPOINT}"
     return Pipeline(cfg, model, load_tokenizer(cfg), weights)
 
 
