@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,15 +62,11 @@ def start_node_process(opts, compressed: bool, log_path: Path) -> subprocess.Pop
 
 
 def stop_node_process(proc: subprocess.Popen) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from ..ros.process import stop_process
+
+    code = stop_process(proc)
     proc._log_file.close()  # type: ignore[attr-defined]
-    return proc.returncode
+    return code
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -251,15 +246,10 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
         try:
             for m in bag.messages(topic):
                 bar.update(1)
-                try:
-                    msg = deserialize(m.raw, msgtype)
-                    stamp, frame_id = stamp_of(msg), str(msg.header.frame_id)
-                except DecodeError as exc:
-                    sink.add_input(FrameRecord(m.index, m.recv_ns, (0, 0), "", f"corrupt-{m.index}", skipped=exc.reason), m.raw)
+                msg, rec = sink.read_input(m, msgtype)
+                if msg is None:
                     continue
-                name = gt.frame_name(m.index, stamp) if gt is not None else f"{stamp[0]}_{stamp[1]:09d}"
-                rec = FrameRecord(m.index, m.recv_ns, stamp, frame_id, name)
-                sink.add_input(rec, m.raw)
+                stamp = rec.stamp
                 try:
                     rgb = decode_image(msg, msgtype)  # for the overlay; the node decodes its own copy
                 except DecodeError as exc:

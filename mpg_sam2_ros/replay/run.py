@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.render import Drawn
-from .bags import BagError, DecodeError, InputBag, ResultBag, decode_image, deserialize, stamp_of
+from .bags import BagError, DecodeError, InputBag, ResultBag, decode_image
 from .groundtruth import GroundTruth
 from .sink import FrameRecord, ResultSink, object_scores
 
@@ -281,17 +281,10 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
     try:
         for m in bag.messages(topic):
             bar.update(1)
-            try:
-                msg = deserialize(m.raw, msgtype)
-                stamp, frame_id = stamp_of(msg), str(msg.header.frame_id)
-            except DecodeError as exc:
-                rec = FrameRecord(m.index, m.recv_ns, (0, 0), "", f"corrupt-{m.index}", skipped=exc.reason)
-                sink.add_input(rec, m.raw)
-                warn(exc.reason, f"message {m.index}: {exc} (skipped; more are counted in summary.json)")
+            msg, rec = sink.read_input(m, msgtype)
+            if msg is None:
+                warn(rec.skipped, f"message {m.index}: {rec.error} (skipped; more are counted in summary.json)")
                 continue
-            name = gt.frame_name(m.index, stamp) if gt is not None else f"{stamp[0]}_{stamp[1]:09d}"
-            rec = FrameRecord(m.index, m.recv_ns, stamp, frame_id, name)
-            sink.add_input(rec, m.raw)
             try:
                 rgb = decode_image(msg, msgtype)
             except DecodeError as exc:
@@ -301,7 +294,7 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
             t0_ns = m.recv_ns if t0_ns is None else t0_ns
             arrival = max(last_arrival, (m.recv_ns - t0_ns) / 1e9 / (opts.realtime or 1.0))
             last_arrival = arrival
-            job = FrameJob(rgb=rgb, header=_Header(msg.header.stamp, frame_id, rec), received=arrival)
+            job = FrameJob(rgb=rgb, header=_Header(msg.header.stamp, rec.frame_id, rec), received=arrival)
             if opts.realtime is None:
                 run(job, arrival)
                 continue

@@ -15,7 +15,8 @@ import numpy as np
 from ..core.evaluation import boundary_f, read_mask, region_similarity
 from ..core.io import write_mask
 from ..core.render import Drawn, draw_overlay
-from .bags import ResultBag, header, mono8_message, segmentation_message
+from .bags import (BagMessage, DecodeError, ResultBag, deserialize, header, mono8_message, segmentation_message,
+                   stamp_name, stamp_of)
 from .groundtruth import GroundTruth
 
 
@@ -29,6 +30,7 @@ class FrameRecord:
     frame_id: str
     name: str
     skipped: str | None = None      # reason, when it could not be used
+    error: str | None = None        # the message of that reason
     dropped: bool = False           # never processed: a newer frame replaced it (real-time pace)
     processed: bool = False         # given to the model
     output: bool = False            # a result was produced for it
@@ -70,6 +72,21 @@ class ResultSink:
         self.records.append(rec)
         if self.bag is not None:
             self.bag.write_image(rec.recv_ns, raw)
+
+    def read_input(self, m: BagMessage, msgtype: str) -> tuple[Any | None, FrameRecord]:
+        """Deserialise one stored image message and record it (its bytes go to the result bag
+        either way); the message is None when it cannot be read, and the record says why."""
+        try:
+            msg = deserialize(m.raw, msgtype)
+            stamp, frame_id = stamp_of(msg), str(msg.header.frame_id)
+        except DecodeError as exc:
+            rec = FrameRecord(m.index, m.recv_ns, (0, 0), "", f"corrupt-{m.index}", skipped=exc.reason, error=str(exc))
+            self.add_input(rec, m.raw)
+            return None, rec
+        name = self.gt.frame_name(m.index, stamp) if self.gt is not None else stamp_name(stamp)
+        rec = FrameRecord(m.index, m.recv_ns, stamp, frame_id, name)
+        self.add_input(rec, m.raw)
+        return msg, rec
 
     def mask_path(self, k: int, name: str) -> Path:
         return self.out / "masks" / f"object_{k}" / f"{name}.png"

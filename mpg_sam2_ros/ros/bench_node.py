@@ -19,7 +19,6 @@ The node is started here as its own process (default model and parameters unless
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -70,6 +69,7 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
     from mpg_sam2_ros.srv import SetCommands
 
     from .conversions import array_to_image
+    from .process import stop_process
 
     args = ["-p", f"device:={device}", "-p", f"dtype:={dtype}"]
     if config:
@@ -255,10 +255,5 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
         ex.shutdown(timeout_sec=1)
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
         node_log.close()
