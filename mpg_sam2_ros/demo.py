@@ -42,7 +42,7 @@ def run_demo(*, out: str = "out/demo", no_ros: bool = False, config: str | None 
                          gt=str(root / "gt"), config=config, overrides=tuple(overrides), checkpoint=checkpoint, window=window, lookahead=lookahead,
                          realtime=1.0, live=not no_ros, start_node=not no_ros, overwrite=True, progress=progress,
                          node_timeout=node_timeout)
-    summary = run_bag_replay(opts, **({"log": log} if log else {}))
+    summary = run_bag_replay(opts, log)
     summary["demo"] = {"input": str(root), "expression_types": meta["types"], "rate_hz": meta["rate_hz"],
                        "ros": not no_ros}
     report = Path(out) / "report.png"

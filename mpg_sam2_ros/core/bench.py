@@ -316,10 +316,7 @@ def _run_predictor(predictor, frames, warmup, device, bf16, sample_rss) -> dict:
             state = predictor.init_state(video_path=tmp)
             images = state["images"]
             preloaded = images.numel() * images.element_size() if torch.is_tensor(images) else None
-            mask = np.zeros(frames[0].shape[:2], bool)
-            h, w = mask.shape
-            mask[h // 2 - h // 8 : h // 2 + h // 8, w // 2 - h // 8 : w // 2 + h // 8] = True
-            predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=mask)
+            predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=_center_mask(frames[0].shape[:2]))
             times = []
             it = predictor.propagate_in_video(state)
             i = 0

@@ -106,6 +106,11 @@ class InputBag:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def duration_s(self) -> float:
+        """Seconds between the first and the last message."""
+        return self._reader.duration / 1e9
+
     def image_topics(self) -> list[str]:
         return sorted(t for t, (typ, _) in self.topics.items() if typ in IMAGE_TYPES)
 

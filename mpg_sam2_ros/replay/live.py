@@ -228,6 +228,8 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
                 m = np.asarray(o.mask.data, np.uint8).reshape(o.mask.height, o.mask.step)[:, : o.mask.width] > 0
                 objects.append(Drawn(k, clean[k], m, float(o.score), bool(o.present)))
             rgb = rec_rgb.pop(rec.index, None)
+            for index in [i for i in rec_rgb if i < rec.index]:  # older frames the node dropped: no result will come
+                del rec_rgb[index]
             if rgb is None:
                 return 0
             with masks_lock:

@@ -65,17 +65,13 @@ class ReplayOptions:
     node_args: list[str] = field(default_factory=list)
 
 
-def _header_class():
-    @dataclass
-    class _Header:  # what FrameProcessor needs of a header, plus the frame's record
-        stamp: Any
-        frame_id: str
-        record: FrameRecord
+@dataclass
+class _Header:
+    """What FrameProcessor needs of a message header, plus the frame's record."""
 
-    return _Header
-
-
-_Header = _header_class()
+    stamp: Any
+    frame_id: str
+    record: FrameRecord
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
@@ -99,7 +95,7 @@ def _percentiles(values: list[float]) -> dict:
 
 def _recorded_fps(bag: InputBag, topic: str) -> float:
     n = bag.count(topic)
-    dur = bag._reader.duration / 1e9 if n > 1 else 0.0
+    dur = bag.duration_s if n > 1 else 0.0
     return float(min(60.0, max(1.0, (n - 1) / dur))) if dur > 0 else 10.0
 
 
@@ -135,7 +131,9 @@ def load_ground_truth(opts: ReplayOptions, bag: InputBag, n: int) -> GroundTruth
     return gt.from_folder(opts.gt) if opts.gt else gt.from_topic(bag, opts.gt_topic)
 
 
-def run_bag_replay(opts: ReplayOptions, log: Callable[[str], Any] = lambda m: print(m, file=sys.stderr)) -> dict:
+def run_bag_replay(opts: ReplayOptions, log: Callable[[str], Any] | None = None) -> dict:
+    """``log``: one-line warnings (default: stderr)."""
+    log = log or (lambda m: print(m, file=sys.stderr))
     t_start = time.perf_counter()
     bag, topic, texts = open_inputs(opts)
     out = Path(opts.out)

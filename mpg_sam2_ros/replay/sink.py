@@ -152,14 +152,18 @@ class ResultSink:
         if self.gt is None:
             return scores
         last: str | None = None
+        held: dict[int, np.ndarray] = {}  # object -> the last result's mask, read once per result
         for rec in self.records:
             if rec.output:
                 last = rec.name
+                held.clear()
             for k in range(len(self.texts)):
                 if not self.gt.has(k, rec.name):
                     continue
                 gt = self.gt.load(k, rec.name)
-                pred = read_mask(self.mask_path(k, last)) if last is not None else np.zeros_like(gt)
+                if last is not None and k not in held:
+                    held[k] = read_mask(self.mask_path(k, last))
+                pred = held[k] if last is not None else np.zeros_like(gt)
                 if pred.shape != gt.shape:
                     pred = np.zeros_like(gt)
                 scores[k].J.append(region_similarity(pred, gt))

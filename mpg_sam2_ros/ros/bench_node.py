@@ -136,12 +136,17 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
 
     stamp_counter = [0]
 
-    def message(rgb: np.ndarray) -> tuple[object, tuple[int, int]]:
+    def new_stamp(header) -> tuple[int, int]:
+        """The next stamp (30 Hz apart, never repeated) into ``header``."""
         stamp_counter[0] += 1
         ns = 1_800_000_000 * 10**9 + stamp_counter[0] * 33_333_333
+        header.stamp.sec, header.stamp.nanosec = ns // 10**9, ns % 10**9
+        return header.stamp.sec, header.stamp.nanosec
+
+    def message(rgb: np.ndarray) -> tuple[object, tuple[int, int]]:
         h = Header(frame_id="camera")
-        h.stamp.sec, h.stamp.nanosec = ns // 10**9, ns % 10**9
-        return array_to_image(rgb, "rgb8", header=h), (h.stamp.sec, h.stamp.nanosec)
+        key = new_stamp(h)
+        return array_to_image(rgb, "rgb8", header=h), key
 
     try:
         log(f"[bench-node] starting the node (domain {domain}) ...")
@@ -201,10 +206,7 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
             while (wait := due - time.monotonic()) > 0:
                 time.sleep(min(wait, 0.002))
             msg, _ = msgs[i % len(msgs)]
-            stamp_counter[0] += 1
-            ns = 1_800_000_000 * 10**9 + stamp_counter[0] * 33_333_333
-            msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 10**9, ns % 10**9
-            sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+            sent[new_stamp(msg.header)] = time.monotonic()
             pub_cam.publish(msg)
             if time.monotonic() >= next_rss:
                 rss.append((i, ps.memory_info().rss / 2**20))
