@@ -89,6 +89,7 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
     pub_cam = node.create_publisher(Image, "/image", camera)
     lock = threading.Lock()
     received: dict[tuple[int, int], float] = {}
+    waiters: dict[tuple[int, int], threading.Event] = {}
     diag: dict[str, str] = {}
 
     def on_seg(raw: bytes) -> None:
@@ -99,6 +100,9 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
         sec, nsec = struct.unpack_from("<iI" if little else ">iI", raw, 4)
         with lock:
             received[(sec, nsec)] = now
+            waiting = waiters.pop((sec, nsec), None)
+        if waiting is not None:
+            waiting.set()
 
     def on_diag(msg) -> None:
         for st in msg.status:
@@ -172,14 +176,12 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
         for i in range(warmup + closed_loop):
             msg, key = message(pool[i % len(pool)])
             raw = serialize_message(msg)  # the camera driver's own work, not the graph's
+            done = threading.Event()
+            with lock:
+                waiters[key] = done
             t0 = time.monotonic()
             pub_loop.publish(raw)
-            deadline = t0 + 30.0
-            while time.monotonic() < deadline:
-                with lock:
-                    if key in received:
-                        break
-                time.sleep(0.0005)
+            done.wait(30.0)
             with lock:
                 got = received.get(key)
             if got is None:

@@ -277,6 +277,10 @@ class MpgSam2Node(LifecycleNode):
         self._in_rate.tick()
         if self._slot.put(FrameJob(rgb=rgb, header=header, received=time.monotonic())) is not None:
             self.counters.inc("frames_dropped")
+        # Hand the GIL to the woken worker now: otherwise it waits for the executor to finish
+        # rebuilding its wait set in Python (measured: 0.52 ms -> 0.13 ms from enqueue to the
+        # engine starting, on the latency path of every frame).
+        time.sleep(0)
 
     def _count_received(self, info) -> None:
         """frames_received, and frames_missed: frames DDS never handed to us (gaps in the
@@ -393,19 +397,26 @@ class MpgSam2Node(LifecycleNode):
                 self._skip("model_error", f"frame failed outside the model ({type(exc).__name__}: {exc})")
 
     def _publish(self, out: FrameOutput, s: NodeSettings) -> None:
+        """Every output of one frame. Each object's mono8 image is built once and serves both
+        ``segmentation`` and, when it is the whole answer (one object, or ``mask_output:
+        first``), the ``mask`` topic: this runs on the latency path of every frame."""
         h, w = out.rgb.shape[:2]
         if out.stream_reset:
             self.counters.inc("stream_resets")
-        latency = time.monotonic() - out.received
+        images = [mask_to_image(o.mask, header=out.header) for o in out.objects]
         if s.publish_mask:
-            self._pubs["mask"].publish(mask_to_image(union_mask(out.objects, (h, w), s.mask_output), header=out.header))
+            if images and (len(images) == 1 or s.mask_output == "first"):
+                mask = images[0]  # an absent object's mask is already all zeros
+            else:
+                mask = mask_to_image(union_mask(out.objects, (h, w), s.mask_output), header=out.header)
+            self._pubs["mask"].publish(mask)
+        latency = time.monotonic() - out.received
         if s.publish_segmentation:
             msg = Segmentation(header=out.header, frame_index=out.frame_index, stream_reset=out.stream_reset)
-            for o in out.objects:
+            for o, image in zip(out.objects, images):
                 msg.objects.append(ObjectSegmentation(
-                    object_id=o.object_id, text=o.text, mask=mask_to_image(o.mask, header=out.header),
-                    score=float(o.score), present=o.present, bbox=mask_bbox(o.mask).to_roi(),
-                    area=int(np.count_nonzero(o.mask))))
+                    object_id=o.object_id, text=o.text, mask=image, score=float(o.score), present=o.present,
+                    bbox=mask_bbox(o.mask).to_roi(), area=int(np.count_nonzero(o.mask))))
             latency = time.monotonic() - out.received
             msg.latency_ms = float(latency * 1e3)
             self._pubs["segmentation"].publish(msg)
