@@ -51,23 +51,33 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=30)
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--doc", default="docs/ablation.md")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="train and score only these rows (repeatable; e.g. two processes on two cores); "
+                         "the table is written once every row has its result")
     args = ap.parse_args()
+    from mpg_sam2_ros.training.config import load_training_config
+
+    recipe = list(load_training_config("synthetic_cpu_small", []).model_overrides)  # kept: the variants add to them
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     runs = [(n, o, []) for n, o in VARIANTS.items()] + [(n, [], extra) for n, extra in TRAINING_MODES.items()]
     for name, overrides, extra in runs:
+        if args.only and name not in args.only:
+            continue
         slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
         run_dir, result = out / slug, out / f"{slug}.json"
         if not result.exists():
             if not (run_dir / "model.safetensors").exists():
                 run([*CLI, "train", "--config", "synthetic_cpu_small", "--out", str(run_dir), "--quiet",
-                     "--set", f"steps={args.steps}", "--set", f"checkpoint_every={args.steps}",
-                     "--set", f"model_overrides={json.dumps(overrides)}",
+                     "--set", f"steps={args.steps}", "--set", f"checkpoint_every={args.steps}", "--set", "threads=1",
+                     "--set", f"model_overrides={json.dumps(recipe + overrides)}",
                      *[a for e in extra for a in ("--set", e)]], out / f"{slug}.train.log")
             run([*CLI, "bench-accuracy", "--checkpoint", str(run_dir / "model.safetensors"), "--seed", str(args.seed),
                  "--videos", str(args.videos), "--mode", "both", "--quiet", "--out", str(result)], out / f"{slug}.bench.log")
         rows[name] = (overrides + extra, json.loads(result.read_text()))
+    if len(rows) < len(runs):
+        return
     lines = [
         "# Ablation on the synthetic benchmark (paper Table 3 in miniature)",
         "",
