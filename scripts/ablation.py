@@ -51,6 +51,12 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=30)
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--doc", default="docs/ablation.md")
+    ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                    help="more training-config overrides for every row (e.g. optim.schedule=constant)")
+    ap.add_argument("--full-run", metavar="RUN",
+                    help="a run of the full model with the same recipe and --set, longer than --steps and with a "
+                         "checkpoint at step --steps: that checkpoint is the full row (the data order and a constant "
+                         "schedule depend on the step only, so it equals a run of --steps steps)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="train and score only these rows (repeatable; e.g. two processes on two cores); "
                          "the table is written once every row has its result")
@@ -67,13 +73,18 @@ def main() -> None:
             continue
         slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
         run_dir, result = out / slug, out / f"{slug}.json"
+        model = run_dir / "model.safetensors"
+        if args.full_run and name == "full (MPG + HGA)":
+            model = Path(args.full_run) / "checkpoints" / f"step_{args.steps:06d}.safetensors"
+            if not model.exists():
+                sys.exit(f"--full-run: {model} does not exist (yet)")
         if not result.exists():
-            if not (run_dir / "model.safetensors").exists():
+            if not model.exists():
                 run([*CLI, "train", "--config", "synthetic_cpu_small", "--out", str(run_dir), "--quiet",
                      "--set", f"steps={args.steps}", "--set", f"checkpoint_every={args.steps}", "--set", "threads=1",
                      "--set", f"model_overrides={json.dumps(recipe + overrides)}",
-                     *[a for e in extra for a in ("--set", e)]], out / f"{slug}.train.log")
-            run([*CLI, "bench-accuracy", "--checkpoint", str(run_dir / "model.safetensors"), "--seed", str(args.seed),
+                     *[a for e in [*args.sets, *extra] for a in ("--set", e)]], out / f"{slug}.train.log")
+            run([*CLI, "bench-accuracy", "--checkpoint", str(model), "--seed", str(args.seed),
                  "--videos", str(args.videos), "--mode", "both", "--quiet", "--out", str(result)], out / f"{slug}.bench.log")
         rows[name] = (overrides + extra, json.loads(result.read_text()))
     if len(rows) < len(runs):
@@ -84,7 +95,12 @@ def main() -> None:
         f"`cpu_small` trained from scratch with `config/training/synthetic_cpu_small.yaml` for {args.steps} steps "
         "each (same data, seed and budget; streaming-consistent training), scored with "
         f"`mpg-sam2 bench-accuracy --seed {args.seed} --videos {args.videos}` (streaming, window 8). "
-        f"Made by `.venv/bin/python scripts/ablation.py --steps {args.steps}`.",
+        f"Made by `.venv/bin/python scripts/ablation.py --steps {args.steps}"
+        + "".join(f" --set {e}" for e in args.sets)
+        + (f" --full-run {args.full_run}`, the full row being step {args.steps} of that run "
+           f"(`mpg-sam2 train --config synthetic_cpu_small --out {args.full_run}"
+           + "".join(f" --set {e}" for e in args.sets) + f" --set steps=N --set checkpoint_every={args.steps}`, N > {args.steps}; "
+           "the data order and a constant schedule depend on the step only)." if args.full_run else "`."),
         "",
         "Columns after J&F are streaming J&F per expression type; the last column is offline",
         "inference (the whole 24-frame video as context) of the same model.",

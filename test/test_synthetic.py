@@ -125,3 +125,24 @@ def test_bench_accuracy_json(tmp_path, capsys):
         assert 0 <= mode["absent_frames"]["false_positive_rate"] <= 1
     assert res["J&F"] == res["modes"]["streaming"]["J&F"]
     assert res["generator"]["videos"] == 2
+
+
+def test_bundled_tokenizer_keeps_every_benchmark_word_whole():
+    """cpu_small's tokenizer (scripts/make_tokenizer.py) must give each word of the benchmark one
+    piece, and know capital letters: a text encoder trained from scratch cannot ground "red" if
+    it arrives as "r" + "e" + "d" (the first bundled tokenizer did that)."""
+    import re
+
+    from mpg_sam2_ros.core.config import load_model_config
+    from mpg_sam2_ros.core.pipeline import load_tokenizer
+    from mpg_sam2_ros.training.synthetic import COLORS, MOTION_PHRASES, SHAPES, SIZES, SPATIAL_PHRASES
+
+    tok = load_tokenizer(load_model_config("cpu_small", []))
+    words = {"the", *COLORS, *SHAPES, *SIZES}
+    words |= {w for phrases in (*MOTION_PHRASES.values(), *SPATIAL_PHRASES.values()) for p in phrases for w in p.split()}
+    for w in sorted(words):
+        ids = tok.encode(w).ids[0].tolist()
+        assert len(ids) == 3, f"{w!r} is {len(ids) - 2} pieces"  # <s> word </s>
+    unk = tok._tok.unk_token_id
+    ids = tok.encode("The Red Mug ON THE LEFT").ids[0].tolist()
+    assert unk not in ids and not re.search(r"\s", "".join(tok._tok.convert_ids_to_tokens(ids)))
