@@ -236,6 +236,12 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
                 "frames": closed_loop, "e2e_latency_ms": _pct(e2e), "engine_step_ms_p50": engine_p50,
                 "node_latency_ms_p50": float(d["latency_ms_p50"]),  # the node's callback -> publish
                 "transport_overhead_ratio": round(ratio, 4),
+                # where the overhead goes (medians): DDS both ways + the client's publish + executor wake-ups,
+                # and the node's own work around the engine (conversion, hand-over, building the outputs)
+                "overhead_ms_p50": {
+                    "dds_and_executors": round(float(np.percentile(e2e, 50)) - float(d["latency_ms_p50"]), 2),
+                    "node_around_engine": round(float(d["latency_ms_p50"]) - engine_p50, 2),
+                },
             },
             "open_loop": {
                 "frames_sent": frames, "send_rate_hz": round(frames / duration, 2),
