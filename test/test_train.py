@@ -401,3 +401,31 @@ def test_cosine_schedule_and_its_validation():
     for bad in (["optim.schedule=linear"], ["optim.min_lr_ratio=2"]):
         with pytest.raises(ConfigError):
             load_training_config("synthetic_cpu_small", bad)
+
+
+def test_expressions_per_video_batches_and_their_validation():
+    """data.expressions_per_video=K: every step's global batch is K expressions of each of
+    batch/K videos, deterministic in (seed, step), split over ranks like any batch."""
+    from mpg_sam2_ros.training.config import ConfigError, load_training_config
+    from mpg_sam2_ros.training.train import DistributedStepSampler, TrainingError
+
+    groups = [[10 * v + e for e in range(3 + v % 3)] for v in range(12)]  # 12 videos, 3-5 expressions
+    video = {i: v for v, g in enumerate(groups) for i in g}
+    n = sum(map(len, groups))
+    s = DistributedStepSampler(n, 8, seed=3, groups=groups, per_group=4)
+    assert s.steps_per_epoch == 6
+    for step in range(8):
+        items = s.items(step)
+        assert len(items) == 8 and items == DistributedStepSampler(n, 8, seed=3, groups=groups, per_group=4).items(step)
+        vids = [video[i] for i in items]
+        assert vids[:4] == [vids[0]] * 4 and vids[4:] == [vids[4]] * 4 and vids[0] != vids[4]
+        for part in (items[:4], items[4:]):  # distinct expressions; all of them when a video has fewer
+            assert len(set(part)) == min(4, len(groups[video[part[0]]]))
+        halves = [DistributedStepSampler(n, 8, seed=3, rank=r, world=2, groups=groups, per_group=4).items(step) for r in (0, 1)]
+        assert sorted(halves[0] + halves[1]) == sorted(items)
+    assert {video[i] for st in range(6) for i in s.items(st)} == set(range(12))  # an epoch sees every video
+    with pytest.raises(TrainingError):
+        DistributedStepSampler(n, 6, seed=0, groups=groups, per_group=4)
+    for bad in (["data.expressions_per_video=0"], ["data.expressions_per_video=3", "batch_size=8"]):
+        with pytest.raises(ConfigError):
+            load_training_config("synthetic_cpu_small", bad)

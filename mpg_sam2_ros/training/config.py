@@ -39,7 +39,10 @@ class DataConfig:
     """format: synthetic | ytvos | davis | mevis | refcoco; root: the split folder (relative
     paths from the repo root or the working directory); meta / frames_dir: Ref-YouTube-VOS
     files kept elsewhere; dataset / split / split_by: RefCOCO; num_frames: frames per clip;
-    sampler: official | stream (contiguous clips of num_frames, what the engine sees)."""
+    sampler: official | stream (contiguous clips of num_frames, what the engine sees);
+    expressions_per_video: K > 1 fills each batch with K expressions of each of batch / K
+    videos (clips of the same scene that name different objects: the loss can only fall by
+    reading the text); 1 draws (video, expression) items uniformly, as the official code."""
 
     format: str = "synthetic"
     root: str = "data/synthetic_train"
@@ -50,6 +53,7 @@ class DataConfig:
     split_by: str | None = None
     num_frames: int = 5
     sampler: str = "official"
+    expressions_per_video: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     generate: GenerateConfig | None = None
 
@@ -131,6 +135,11 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if d.num_frames < 1:
             raise ConfigError(f"data.num_frames must be >= 1, got {d.num_frames}")
+        if isinstance(d.expressions_per_video, bool) or not isinstance(d.expressions_per_video, int) or d.expressions_per_video < 1:
+            raise ConfigError(f"data.expressions_per_video must be an int >= 1, got {d.expressions_per_video!r}")
+        if (self.batch_size * self.grad_accum) % d.expressions_per_video:
+            raise ConfigError(f"batch_size x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
+                              f"data.expressions_per_video ({d.expressions_per_video})")
         return self
 
     def to_dict(self) -> dict[str, Any]:

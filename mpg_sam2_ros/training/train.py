@@ -89,21 +89,41 @@ class DistributedStepSampler:
     ``DistributedSampler`` interleaves per epoch instead, which makes a rank's batches
     differ from a single process's.)"""
 
-    def __init__(self, n: int, global_batch: int, *, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, n: int, global_batch: int, *, seed: int, rank: int = 0, world: int = 1,
+                 groups: Sequence[Sequence[int]] | None = None, per_group: int = 1) -> None:
         if n < global_batch:
             raise TrainingError(f"the dataset has {n} items, fewer than the global batch of {global_batch}")
         if global_batch % world:
             raise TrainingError(f"the global batch {global_batch} does not split over {world} processes")
         self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
-        self.steps_per_epoch = n // global_batch
+        self.per_group, self.groups = per_group, [list(g) for g in groups or [] if g]
+        if per_group > 1:
+            if global_batch % per_group:
+                raise TrainingError(f"the global batch {global_batch} is not a multiple of expressions_per_video={per_group}")
+            if len(self.groups) < global_batch // per_group:
+                raise TrainingError(f"{len(self.groups)} videos are fewer than the {global_batch // per_group} a batch needs")
+            self.steps_per_epoch = len(self.groups) // (global_batch // per_group)
+        else:
+            self.steps_per_epoch = n // global_batch
 
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
 
     def items(self, step: int) -> list[int]:
         epoch, k = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, 7919, epoch]).permutation(self.n)
-        return perm[k * self.batch : (k + 1) * self.batch][self.rank :: self.world].tolist()
+        perm = np.random.default_rng([self.seed, 7919, epoch]).permutation(len(self.groups) if self.per_group > 1 else self.n)
+        if self.per_group == 1:
+            return perm[k * self.batch : (k + 1) * self.batch][self.rank :: self.world].tolist()
+        videos = self.batch // self.per_group
+        chosen: list[int] = []
+        for g in perm[k * videos : (k + 1) * videos].tolist():
+            members = self.groups[g]  # a video's expressions: K distinct ones, or all and then repeats
+            rng = np.random.default_rng([self.seed, 7919, epoch, g])
+            if len(members) >= self.per_group:
+                chosen += [members[j] for j in rng.choice(len(members), self.per_group, replace=False)]
+            else:
+                chosen += members + [members[j] for j in rng.choice(len(members), self.per_group - len(members))]
+        return chosen[self.rank :: self.world]
 
 
 # ----- building ---------------------------------------------------------------------------
@@ -257,7 +277,14 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
     augment = Augment(hflip=cfg.data.augment.hflip, photometric=cfg.data.augment.photometric)
     dataset = ClipDataset(split, num_frames=cfg.data.num_frames, sampler=cfg.data.sampler, augment=augment, seed=cfg.seed)
     global_batch = cfg.batch_size * cfg.grad_accum
-    sampler = DistributedStepSampler(len(dataset), global_batch, seed=cfg.seed, rank=dist.rank, world=dist.world)
+    groups = None
+    if cfg.data.expressions_per_video > 1:
+        by_video: dict[str, list[int]] = {}
+        for i in range(len(dataset)):
+            by_video.setdefault(dataset.item(i)[0].video, []).append(i)
+        groups = list(by_video.values())
+    sampler = DistributedStepSampler(len(dataset), global_batch, seed=cfg.seed, rank=dist.rank, world=dist.world,
+                                     groups=groups, per_group=cfg.data.expressions_per_video)
     start = 0
     if resume:
         path = latest_checkpoint(out) if resume == "auto" else Path(resume)
