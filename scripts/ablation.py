@@ -71,7 +71,7 @@ def main() -> None:
     for name, overrides, extra in runs:
         if args.only and name not in args.only:
             continue
-        slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
+        slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "").replace(",", "")
         run_dir, result = out / slug, out / f"{slug}.json"
         model = run_dir / "model.safetensors"
         if args.full_run and name == "full (MPG + HGA)":
@@ -115,6 +115,9 @@ def main() -> None:
         lines.append(f"| {name} | `{' '.join(settings) or '-'}` | {r['J&F']} | {r['J']} | {r['F']} | "
                      + " | ".join(str(t[k]["J&F"]) for k in ("appearance", "spatial", "motion", "absent"))
                      + f" | {fp} | {offline} |")
+    lines += ["", "The runs' JSONs and training logs are copied to `docs/results/ablation/`. What the table "
+              "says, and why every row is about the same: "
+              "[training_experiments.md](training_experiments.md#the-ablation-table-and-the-text-blind-models)."]
     doc = REPO / args.doc
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
