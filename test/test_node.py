@@ -3,7 +3,7 @@ default model), and this test is a separate ROS client that publishes real messa
 
 Each run uses its own ROS_DOMAIN_ID and every wait is bounded. The tests share one node process
 (module fixture) and run in file order; the overload test runs OVERLOAD_S seconds
-(env MPG_SAM2_OVERLOAD_S, default 6; the issue's figure is 20).
+(env MPG_SAM2_OVERLOAD_S, default 20 s as the issue asks; shorter for a quick local run).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from mpg_sam2_ros.ros.conversions import array_to_image, rgb_to_compressed  # noqa: E402
 
-OVERLOAD_S = float(os.environ.get("MPG_SAM2_OVERLOAD_S", "6"))
+OVERLOAD_S = float(os.environ.get("MPG_SAM2_OVERLOAD_S", "20"))  # the issue: at least 20 s
 START_S = 90.0   # node start-up (model build) on a loaded machine
 WAIT_S = 30.0    # any single expected output
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
