@@ -403,10 +403,12 @@ class MpgSam2Node(LifecycleNode):
         h, w = out.rgb.shape[:2]
         if out.stream_reset:
             self.counters.inc("stream_resets")
-        images = [mask_to_image(o.mask, header=out.header) for o in out.objects]
+        reuse = bool(out.objects) and (len(out.objects) == 1 or s.mask_output == "first")
+        images = ([mask_to_image(o.mask, header=out.header) for o in out.objects]
+                  if s.publish_segmentation or (s.publish_mask and reuse) else [])
         if s.publish_mask:
-            if images and (len(images) == 1 or s.mask_output == "first"):
-                mask = images[0]  # an absent object's mask is already all zeros
+            if reuse:
+                mask = images[0]  # the lowest id (objects are sorted); an absent object's mask is all zeros
             else:
                 mask = mask_to_image(union_mask(out.objects, (h, w), s.mask_output), header=out.header)
             self._pubs["mask"].publish(mask)
