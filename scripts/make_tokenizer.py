@@ -32,15 +32,18 @@ from mpg_sam2_ros.core.text import TextTokenizer, referring_expression_corpus  #
 from mpg_sam2_ros.training import synthetic as syn  # noqa: E402
 
 
+# every spatial and motion phrase of the benchmark, in a fixed order
+PHRASES = [p for ps in (*syn.MOTION_PHRASES.values(), *syn.SPATIAL_PHRASES.values()) for p in ps]
+
+
 def benchmark_expressions(n: int, seed: int) -> list[str]:
     """Expressions in the benchmark's four templates, drawn from its vocabulary."""
     rng = random.Random(seed)
-    phrases = [p for ps in (*syn.MOTION_PHRASES.values(), *syn.SPATIAL_PHRASES.values()) for p in ps]
     out = []
     for _ in range(n):
         color, shape = rng.choice(list(syn.COLORS)), rng.choice(syn.SHAPES)
         size = rng.choice(list(syn.SIZES)) + " " if rng.random() < 0.3 else ""
-        tail = " " + rng.choice(phrases) if rng.random() < 0.7 else ""
+        tail = " " + rng.choice(PHRASES) if rng.random() < 0.7 else ""
         out.append(f"the {size}{color} {shape}{tail}")
     return out
 
@@ -52,8 +55,7 @@ def corpus(seed: int = 0) -> list[str]:
 
 
 def benchmark_words() -> set[str]:
-    phrases = [p for ps in (*syn.MOTION_PHRASES.values(), *syn.SPATIAL_PHRASES.values()) for p in ps]
-    return set(itertools.chain(["the"], syn.COLORS, syn.SHAPES, syn.SIZES, *(p.split() for p in phrases)))
+    return set(itertools.chain(["the"], syn.COLORS, syn.SHAPES, syn.SIZES, *(p.split() for p in PHRASES)))
 
 
 def train_unigram_from_bpe(sentences: list[str], out: Path, vocab_size: int) -> Path:
