@@ -429,3 +429,49 @@ def test_expressions_per_video_batches_and_their_validation():
     for bad in (["data.expressions_per_video=0"], ["data.expressions_per_video=3", "batch_size=8"]):
         with pytest.raises(ConfigError):
             load_training_config("synthetic_cpu_small", bad)
+
+
+# ----- 7. the prior stage -----------------------------------------------------------------------
+def test_prior_stage_trains_beit3_and_the_mpg_only(split, tmp_path):
+    """stage: prior runs BEiT-3 and the MPG on the mask prior: those weights move, SAM 2's and
+    the HGA's stay as initialised, the log holds the prior terms and no mask term, and the
+    saved model is a whole model that a full stage starts from (init)."""
+    recipe = _recipe(tmp_path / "prior.yaml", split, stage="prior", steps=2, checkpoint_every=2, log_every=1,
+                     loss={"prior": 10.0, "prior_dice": 1.0})
+    run = tmp_path / "run"
+    assert _train("--config", str(recipe), "--out", str(run)) == 0
+    _, rows = _log_rows(run)
+    assert len(rows) == 2
+    for r in rows:
+        assert float(r["prior"]) > 0 and float(r["prior_dice"]) > 0
+        assert all(float(r[k]) == 0.0 for k in TERMS)
+        assert float(r["total"]) == pytest.approx(10 * float(r["prior"]) + float(r["prior_dice"]), rel=1e-5)
+    torch.manual_seed(0)  # build_model_for_training seeds with cfg.seed (0) before building
+    fresh = build_model(load_model_config("cpu_small")).state_dict()
+    trained = load_file(str(run / "model.safetensors"))
+    moved = {k for k in trained if not torch.equal(trained[k], fresh[k])}
+    assert moved and all(k.startswith(train_mod.PRIOR_STAGE_MODULES) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("multimodal_encoder.") for k in moved) and any(k.startswith("mask_prior.") for k in moved)
+    full = _recipe(tmp_path / "full.yaml", split, steps=1, checkpoint_every=1, init=str(run / "model.safetensors"))
+    assert _train("--config", str(full), "--out", str(tmp_path / "full")) == 0
+
+
+def test_prior_losses_and_the_stage_validation():
+    from mpg_sam2_ros.training.config import ConfigError
+    from mpg_sam2_ros.training.losses import prior_dice_loss, prior_loss
+
+    target = torch.zeros(1, 2, 32, 32)
+    target[0, 0, :16, :16] = 1  # frame 0: the top-left cell of a 2 x 2 grid; frame 1: empty
+    exact = torch.zeros(1, 2, 1, 2, 2)
+    exact[0, 0, 0, 0, 0] = 1
+    assert float(prior_dice_loss(exact, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(prior_loss(exact, target)) == pytest.approx(0.0, abs=1e-4)
+    wrong = torch.zeros(1, 2, 1, 2, 2)
+    wrong[0, :, 0, 1, 1] = 1  # the opposite cell, and a non-empty prior on the empty frame
+    assert float(prior_dice_loss(wrong, target)) == pytest.approx(1.0, abs=1e-3)
+    assert float(prior_loss(wrong, target)) > 5
+    for bad, needle in ((["stage=both"], "stage must be one of"),
+                        (["stage=prior", "loss.prior=0", "loss.prior_dice=0"], "loss.prior"),
+                        (["loss.prior_dice=-1"], "prior_dice")):
+        with pytest.raises(ConfigError, match=needle):
+            load_training_config("synthetic_cpu_small_prior", bad)

@@ -15,6 +15,7 @@ from .losses import LossConfig
 
 DATA_FORMATS = ("synthetic", "ytvos", "davis", "mevis", "refcoco")
 PRECISIONS = ("fp32", "bf16")
+STAGES = ("full", "prior")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,11 @@ class TrainConfig:
     start from (our safetensors, a release folder or a .pt with "model"); sam2_checkpoint /
     beit3_checkpoint: official encoder weights; tokenizer: overrides the model config's;
     freeze: parameter-name prefixes kept frozen (default SAM 2's image encoder; [] unfreezes);
-    causal: streaming-consistent training (causal Eq. 2, window-relative positions)."""
+    causal: streaming-consistent training (causal Eq. 2, window-relative positions);
+    stage: ``full`` trains the whole model on the masks SAM 2 decodes; ``prior`` trains only
+    BEiT-3 and the MPG, on the mask prior M_p of Eq. 3 (``loss.prior`` / ``loss.prior_dice``),
+    without running SAM 2: a grounding warm-up for a model trained from scratch, whose ``full``
+    stage then starts from it (``init``)."""
 
     name: str = "train"
     model: str = "cpu_small"
@@ -95,6 +100,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     freeze: tuple[str, ...] = ("sam2.image_encoder",)
     causal: bool = False
+    stage: str = "full"
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
@@ -112,6 +118,10 @@ class TrainConfig:
             raise ConfigError(f"data.format must be one of {', '.join(DATA_FORMATS)}, got {d.format!r}")
         if d.sampler not in ("official", "stream"):
             raise ConfigError(f"data.sampler must be official or stream, got {d.sampler!r}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.stage == "prior" and not (self.loss.prior > 0 or self.loss.prior_dice > 0):
+            raise ConfigError("stage: prior trains on the mask prior only: set loss.prior and/or loss.prior_dice > 0")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         # a mistyped value (--set steps=ten) must be an error naming the key, not a TypeError traceback

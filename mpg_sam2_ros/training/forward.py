@@ -76,6 +76,18 @@ def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTo
     return ClipBatch(torch.stack(sam), torch.stack(mm), ids, padding, torch.stack(target), [c.text for c in clips])
 
 
+def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> torch.Tensor:
+    """The MPG's mask prior M_p [B, T, 1, g, g] of B clips (BEiT-3 and Eqs. 2-3 only; SAM 2 is
+    not run): the ``prior`` training stage."""
+    b, t = batch.mm.shape[:2]
+    mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
+                                 batch.padding.repeat_interleave(t, 0))
+    prior = model.global_context(mm, batch=b, causal=causal).prior
+    if prior is None:
+        raise ValueError("the prior stage needs the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
+    return prior
+
+
 def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> ClipOutput:
     """Decode every frame of B clips (all objects batched, one memory bank per batch)."""
     b, t = batch.sam.shape[:2]

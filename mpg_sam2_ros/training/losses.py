@@ -61,6 +61,9 @@ class LossConfig:
       truth pooled to the BEiT-3 grid (``prior_loss``). Neither the paper nor the official code
       has it (their prior learns only through SAM 2, from pretrained weights); a model trained
       from scratch gets a direct grounding signal for BEiT-3 and the MPG from it. Default off.
+    prior_dice: weight of a soft dice on the same prior and pooled target (``prior_dice_loss``):
+      the objects cover a few grid cells, so the BCE alone is mostly about the background;
+      the dice is about the target's cells only. Default off.
     """
 
     focal: float = 2.0
@@ -73,15 +76,18 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     prior: float = 0.0
+    prior_dice: float = 0.0
 
     def __post_init__(self) -> None:
         for name in TERMS:
             w = getattr(self, name)
             if not _is_number(w) or w < 0:
                 raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {w!r}")
-        if not _is_number(self.prior) or self.prior < 0:
-            raise ValueError(f"loss weight 'prior' must be a finite number >= 0, got {self.prior!r}")
-        if not any(getattr(self, name) > 0 for name in TERMS):
+        for name in ("prior", "prior_dice"):
+            w = getattr(self, name)
+            if not _is_number(w) or w < 0:
+                raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {w!r}")
+        if not any(getattr(self, name) > 0 for name in (*TERMS, "prior", "prior_dice")):
             raise ValueError("all loss weights are 0: nothing would be trained")
         for name in ("multimask_min", "iou_all"):
             if not isinstance(getattr(self, name), bool):
@@ -101,14 +107,30 @@ class LossConfig:
         return cls(**dict(d))
 
 
-def prior_loss(prior: Tensor, target: Tensor) -> Tensor:
-    """Auxiliary loss on the mask prior (see ``LossConfig.prior``): BCE between the prior
-    probabilities [B, T, 1, g, g] and the fraction of each grid cell the ground truth covers
-    (target [B, T, S, S] average-pooled to g x g), mean over all cells."""
+def _prior_cover(prior: Tensor, target: Tensor) -> Tensor:
+    """The fraction of each of the prior's g x g cells [B, T, 1, g, g] that the ground truth
+    (target [B, T, S, S]) covers."""
     g = prior.shape[-1]
-    cover = F.adaptive_avg_pool2d(target.float().flatten(0, 1)[:, None], g).reshape(prior.shape)
+    return F.adaptive_avg_pool2d(target.float().flatten(0, 1)[:, None], g).reshape(prior.shape)
+
+
+def prior_loss(prior: Tensor, target: Tensor) -> Tensor:
+    """Auxiliary loss on the mask prior M_p of Eq. 3 (see ``LossConfig.prior``): BCE between
+    the prior probabilities [B, T, 1, g, g] and the fraction of each grid cell the ground truth
+    covers (target [B, T, S, S] average-pooled to g x g), mean over all cells."""
     p = prior.float().clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(p, cover)
+    return F.binary_cross_entropy(p, _prior_cover(prior, target))
+
+
+def prior_dice_loss(prior: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
+    """Soft dice between the prior M_p (Eq. 3) and the pooled ground truth of ``prior_loss``,
+    per frame, mean over frames. A frame whose target is empty scores 1 - eps / (sum p + eps):
+    it pushes the prior to empty. ``eps`` is small because a target covers a few cells: a
+    smoothing of 1 would dwarf them and leave the loss nearly flat."""
+    p = prior.float().flatten(2)
+    c = _prior_cover(prior, target).float().flatten(2)
+    dice = (2 * (p * c).sum(-1) + eps) / (p.sum(-1) + c.sum(-1) + eps)
+    return (1 - dice).mean()
 
 
 # ----- elementary terms ---------------------------------------------------------------

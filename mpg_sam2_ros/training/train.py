@@ -37,10 +37,12 @@ from ..core.pipeline import load_tokenizer
 from ..core.text import TextTokenizer
 from .config import TrainConfig, load_training_config
 from .datasets import Augment, ClipDataset, MeViS, RefCOCO, RefDAVIS17, RefYouTubeVOS, ReferringSplit
-from .forward import forward_clips, make_batch
-from .losses import TERMS, MaskTextSimilarity, ReferringLoss, prior_loss
+from .forward import forward_clips, forward_prior, make_batch
+from .losses import TERMS, MaskTextSimilarity, ReferringLoss, prior_dice_loss, prior_loss
 
-LOG_TERMS = (*TERMS, "prior")
+LOG_TERMS = (*TERMS, "prior", "prior_dice")
+# what the prior stage trains (everything else is frozen there)
+PRIOR_STAGE_MODULES = ("multimodal_encoder.", "mask_prior.")
 
 # names of the new fusion modules (the official 5e-5 group: mask_linear, mask_product, vmtoken,
 # mmfusion_module, objfusion_module, vtlfusion_module), in our module names
@@ -176,7 +178,12 @@ def build_model_for_training(cfg: TrainConfig) -> tuple[MPGSAM2, TextTokenizer]:
         except CheckpointError as exc:
             raise TrainingError(f"cannot start from {cfg.init}: {_one_line(exc)}") from exc
     for name, p in model.named_parameters():
-        p.requires_grad_(not any(name.startswith(f) for f in cfg.freeze))
+        trained = not any(name.startswith(f) for f in cfg.freeze)
+        if cfg.stage == "prior":
+            trained = trained and name.startswith(PRIOR_STAGE_MODULES)
+        p.requires_grad_(trained)
+    if cfg.stage == "prior" and not mcfg.mpg.enabled:
+        raise TrainingError("stage: prior trains the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
     return model, load_tokenizer(mcfg)
 
 
@@ -267,10 +274,12 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
     model, tokenizer = build_model_for_training(cfg)
     model.to(device).train()
     similarity = None
-    if cfg.loss.similarity > 0:
+    if cfg.loss.similarity > 0 and cfg.stage == "full":
         proj = model.aggregator.text_proj if model.aggregator is not None and model.aggregator.pixel_global else None
         similarity = MaskTextSimilarity(model.config.beit3.embed_dim, model.hidden_dim, text_proj=proj)
-    loss_fn = ReferringLoss(cfg.loss, similarity).to(device)
+    # the prior stage computes no mask term: the mask losses' weights (and L_sim's module) stay unused
+    loss_cfg = cfg.loss if cfg.stage == "full" else dataclasses.replace(cfg.loss, similarity=0.0)
+    loss_fn = ReferringLoss(loss_cfg, similarity).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, loss_fn, cfg), betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     split = build_split(cfg, dist)
@@ -291,7 +300,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         if path is None:
             raise TrainingError(f"--resume auto: no checkpoint under {out / 'checkpoints'}")
         start = resume_from(path, model, loss_fn, optimizer, device)
-    step_module: torch.nn.Module = ClipStep(model, loss_fn, causal=cfg.causal)
+    step_module: torch.nn.Module = ClipStep(model, loss_fn, causal=cfg.causal, stage=cfg.stage)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -390,12 +399,29 @@ class ClipStep(torch.nn.Module):
     """Forward + loss of one micro-batch as one module, so DDP sees (and averages the
     gradients of) the model and the loss's own head (``text2one``) together."""
 
-    def __init__(self, model: MPGSAM2, loss: ReferringLoss, *, causal: bool) -> None:
+    def __init__(self, model: MPGSAM2, loss: ReferringLoss, *, causal: bool, stage: str = "full") -> None:
         super().__init__()
-        self.model, self.loss, self.causal = model, loss, causal
+        self.model, self.loss, self.causal, self.stage = model, loss, causal, stage
+
+    def _prior_terms(self, prior: torch.Tensor | None, target: torch.Tensor) -> dict:
+        w = self.loss.config
+        zero = torch.zeros((), device=target.device)
+        terms = {"prior": zero, "prior_dice": zero}
+        if prior is not None:
+            if w.prior > 0:
+                terms["prior"] = prior_loss(prior, target)
+            if w.prior_dice > 0:
+                terms["prior_dice"] = prior_dice_loss(prior, target)
+        terms["weighted"] = w.prior * terms["prior"] + w.prior_dice * terms["prior_dice"]
+        return terms
 
     def forward(self, batch) -> dict:
         """Mean over the B clips of the per-clip loss terms."""
+        if self.stage == "prior":
+            terms = self._prior_terms(forward_prior(self.model, batch, causal=self.causal), batch.target)
+            zero = torch.zeros((), device=batch.target.device)
+            return {**{k: zero for k in TERMS}, "prior": terms["prior"], "prior_dice": terms["prior_dice"],
+                    "total": terms["weighted"]}
         o = forward_clips(self.model, batch, causal=self.causal)
         b = batch.target.shape[0]
         acc: dict = {}
@@ -405,11 +431,9 @@ class ClipStep(torch.nn.Module):
                               text_tokens=o.text_tokens[i] if self.loss.config.similarity > 0 else None)
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0) + v / b
-        acc["prior"] = torch.zeros((), device=batch.target.device)
-        w = self.loss.config.prior
-        if w > 0 and o.prior is not None:
-            acc["prior"] = prior_loss(o.prior, batch.target)
-            acc["total"] = acc["total"] + w * acc["prior"]
+        terms = self._prior_terms(o.prior, batch.target)
+        acc["prior"], acc["prior_dice"] = terms["prior"], terms["prior_dice"]
+        acc["total"] = acc["total"] + terms["weighted"]
         return acc
 
 
