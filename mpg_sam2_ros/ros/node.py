@@ -397,22 +397,20 @@ class MpgSam2Node(LifecycleNode):
                 self._skip("model_error", f"frame failed outside the model ({type(exc).__name__}: {exc})")
 
     def _publish(self, out: FrameOutput, s: NodeSettings) -> None:
-        """Every output of one frame. Each object's mono8 image is built once and serves both
-        ``segmentation`` and, when it is the whole answer (one object, or ``mask_output:
-        first``), the ``mask`` topic: this runs on the latency path of every frame."""
+        """Every output of one frame, on the latency path of every frame: ``segmentation``
+        first, then ``mask`` (its 300 kB message would otherwise delay the richer one), and
+        ``mask`` only while something subscribes to it (a volatile topic: nobody would get
+        it). Each object's mono8 image is built once and serves both topics when it is the
+        whole answer (one object, or ``mask_output: first``)."""
         h, w = out.rgb.shape[:2]
         if out.stream_reset:
             self.counters.inc("stream_resets")
+        mask_pub = self._pubs["mask"]
+        want_mask = s.publish_mask and mask_pub.get_subscription_count() > 0
         reuse = bool(out.objects) and (len(out.objects) == 1 or s.mask_output == "first")
         images = ([mask_to_image(o.mask, header=out.header) for o in out.objects]
-                  if s.publish_segmentation or (s.publish_mask and reuse) else [])
-        if s.publish_mask:
-            if reuse:
-                mask = images[0]  # the lowest id (objects are sorted); an absent object's mask is all zeros
-            else:
-                mask = mask_to_image(union_mask(out.objects, (h, w), s.mask_output), header=out.header)
-            self._pubs["mask"].publish(mask)
-        latency = time.monotonic() - out.received
+                  if s.publish_segmentation or (want_mask and reuse) else [])
+        latency = None
         if s.publish_segmentation:
             msg = Segmentation(header=out.header, frame_index=out.frame_index, stream_reset=out.stream_reset)
             for o, image in zip(out.objects, images):
@@ -422,6 +420,14 @@ class MpgSam2Node(LifecycleNode):
             latency = time.monotonic() - out.received
             msg.latency_ms = float(latency * 1e3)
             self._pubs["segmentation"].publish(msg)
+        if want_mask:
+            if reuse:
+                mask = images[0]  # the lowest id (objects are sorted); an absent object's mask is all zeros
+            else:
+                mask = mask_to_image(union_mask(out.objects, (h, w), s.mask_output), header=out.header)
+            mask_pub.publish(mask)
+        if latency is None:
+            latency = time.monotonic() - out.received
         pub = self._pubs["overlay"]
         if s.publish_overlay and pub.get_subscription_count() > 0:
             pub.publish(rgb_to_image(self._draw_overlay(out), "bgr8", header=out.header))
