@@ -54,7 +54,7 @@ from .inference.engine import EngineConfig, StreamingEngine
 from .config import load_model_config, resolve_data_path
 from .pipeline import Pipeline, compile_hot_path, load_pipeline  # noqa: F401 (compile_hot_path: bench API)
 
-STAND_IN_TOKENIZER = "assets/tokenizer/cpu_small.spm"
+STAND_IN_TOKENIZER = "assets/tokenizer/cpu_small_words.spm"
 COMMAND = "the red ball moving to the right"
 OVERHEAD_TARGET = 1.10   # engine step / (image encoder + BEiT-3)
 WINDOW_TARGET = 1.10     # step at the large window / at the small one
