@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=30)
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--doc", default="docs/ablation.md")
+    ap.add_argument("--config", default="synthetic_cpu_small", help="the training recipe every row uses")
+    ap.add_argument("--variants", action="append", default=[], metavar="NAME",
+                    help="the table's rows (repeatable; default: every row)")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                     help="more training-config overrides for every row (e.g. optim.schedule=constant)")
     ap.add_argument("--full-run", metavar="RUN",
@@ -63,11 +66,16 @@ def main() -> None:
     args = ap.parse_args()
     from mpg_sam2_ros.training.config import load_training_config
 
-    recipe = list(load_training_config("synthetic_cpu_small", []).model_overrides)  # kept: the variants add to them
+    recipe = list(load_training_config(args.config, []).model_overrides)  # kept: the variants add to them
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     runs = [(n, o, []) for n, o in VARIANTS.items()] + [(n, [], extra) for n, extra in TRAINING_MODES.items()]
+    if args.variants:
+        unknown = set(args.variants) - {r[0] for r in runs}
+        if unknown:
+            sys.exit(f"unknown variants {sorted(unknown)}; known: {[r[0] for r in runs]}")
+        runs = [r for r in runs if r[0] in args.variants]
     for name, overrides, extra in runs:
         if args.only and name not in args.only:
             continue
@@ -80,7 +88,7 @@ def main() -> None:
                 sys.exit(f"--full-run: {model} does not exist (yet)")
         if not result.exists():
             if not model.exists():
-                run([*CLI, "train", "--config", "synthetic_cpu_small", "--out", str(run_dir), "--quiet",
+                run([*CLI, "train", "--config", args.config, "--out", str(run_dir), "--quiet",
                      "--set", f"steps={args.steps}", "--set", f"checkpoint_every={args.steps}", "--set", "threads=1",
                      "--set", f"model_overrides={json.dumps(recipe + overrides)}",
                      *[a for e in [*args.sets, *extra] for a in ("--set", e)]], out / f"{slug}.train.log")
@@ -92,13 +100,17 @@ def main() -> None:
     lines = [
         "# Ablation on the synthetic benchmark (paper Table 3 in miniature)",
         "",
-        f"`cpu_small` trained from scratch with `config/training/synthetic_cpu_small.yaml` for {args.steps} steps "
+        f"`cpu_small` trained with `config/training/{args.config}.yaml` for {args.steps} steps "
         "each (same data, seed and budget; streaming-consistent training), scored with "
         f"`mpg-sam2 bench-accuracy --seed {args.seed} --videos {args.videos}` (streaming, window 8). "
         f"Made by `.venv/bin/python scripts/ablation.py --steps {args.steps}"
+        + (f" --config {args.config}" if args.config != "synthetic_cpu_small" else "")
+        + "".join(f" --variants '{v}'" for v in args.variants)
+        + (f" --out {args.out}" if args.out != "runs/ablation" else "")
+        + (f" --doc {args.doc}" if args.doc != "docs/ablation.md" else "")
         + "".join(f" --set {e}" for e in args.sets)
         + (f" --full-run {args.full_run}`, the full row being step {args.steps} of that run "
-           f"(`mpg-sam2 train --config synthetic_cpu_small --out {args.full_run}"
+           f"(`mpg-sam2 train --config {args.config} --out {args.full_run}"
            + "".join(f" --set {e}" for e in args.sets) + f" --set steps=N --set checkpoint_every={args.steps}`, N > {args.steps}; "
            "the data order and a constant schedule depend on the step only)." if args.full_run else "`."),
         "",
@@ -115,9 +127,13 @@ def main() -> None:
         lines.append(f"| {name} | `{' '.join(settings) or '-'}` | {r['J&F']} | {r['J']} | {r['F']} | "
                      + " | ".join(str(t[k]["J&F"]) for k in ("appearance", "spatial", "motion", "absent"))
                      + f" | {fp} | {offline} |")
-    lines += ["", "The runs' JSONs and training logs are copied to `docs/results/ablation/`. What the table "
-              "says, and why every row is about the same: "
-              "[training_experiments.md](training_experiments.md#the-ablation-table-and-the-text-blind-models)."]
+    if args.config == "synthetic_cpu_small":
+        lines += ["", "The runs' JSONs and training logs are copied to `docs/results/ablation/`. What the table "
+                  "says, and why every row is about the same: "
+                  "[training_experiments.md](training_experiments.md#the-ablation-table-and-the-text-blind-models)."]
+    else:
+        lines += ["", f"The runs' JSONs and training logs are in `{args.out}/` (copied to `docs/results/`). What the "
+                  "table says: [training_experiments.md](training_experiments.md#breaking-the-text-blindness-the-prior-stage-2026-11-22)."]
     doc = REPO / args.doc
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")

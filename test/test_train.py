@@ -455,6 +455,26 @@ def test_prior_stage_trains_beit3_and_the_mpg_only(split, tmp_path):
     full = _recipe(tmp_path / "full.yaml", split, steps=1, checkpoint_every=1, init=str(run / "model.safetensors"))
     assert _train("--config", str(full), "--out", str(tmp_path / "full")) == 0
 
+    # init_modules: only BEiT-3 and the MPG from the prior stage, into a model without the MPG's
+    # mask head (an ablation row); everything else keeps its fresh values
+    torch.manual_seed(1)
+    no_mpg = build_model(load_model_config("cpu_small", ["mpg.enabled=false"]))
+    before = {k: v.clone() for k, v in no_mpg.state_dict().items()}
+    n = train_mod.load_modules(no_mpg, str(run / "model.safetensors"), ["multimodal_encoder.", "mask_prior."])
+    after = no_mpg.state_dict()
+    taken = {k for k in after if k.startswith(("multimodal_encoder.", "mask_prior."))}
+    assert n == len(taken) and "mask_prior.mask_head.weight" not in after
+    assert all(torch.equal(after[k], trained[k]) for k in taken)
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in taken)
+    with pytest.raises(train_mod.CheckpointError, match="name no tensor"):
+        train_mod.load_modules(no_mpg, str(run / "model.safetensors"), ["no_such_module."])
+    narrow = build_model(load_model_config("cpu_small", ["beit3.ffn_dim=64"]))
+    with pytest.raises(train_mod.CheckpointError, match="another shape"):
+        train_mod.load_modules(narrow, str(run / "model.safetensors"), ["multimodal_encoder."])
+    rows = _recipe(tmp_path / "row.yaml", split, steps=1, checkpoint_every=1, init=str(run / "model.safetensors"),
+                   init_modules=["multimodal_encoder.", "mask_prior."], model_overrides=["mpg.enabled=false"])
+    assert _train("--config", str(rows), "--out", str(tmp_path / "row")) == 0
+
 
 def test_prior_losses_and_the_stage_validation():
     from mpg_sam2_ros.training.config import ConfigError

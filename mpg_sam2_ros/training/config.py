@@ -81,6 +81,9 @@ class TrainConfig:
     """model: model config name or YAML; model_overrides: ``key=value`` list; init: weights to
     start from (our safetensors, a release folder or a .pt with "model"); sam2_checkpoint /
     beit3_checkpoint: official encoder weights; tokenizer: overrides the model config's;
+    init_modules: parameter-name prefixes to take from ``init`` (empty: the whole model); the
+      rest keeps its fresh initialisation, e.g. an ablation row that takes only BEiT-3 and the
+      MPG from the prior stage;
     freeze: parameter-name prefixes kept frozen (default SAM 2's image encoder; [] unfreezes);
     causal: streaming-consistent training (causal Eq. 2, window-relative positions);
     stage: ``full`` trains the whole model on the masks SAM 2 decodes; ``prior`` trains only
@@ -92,6 +95,7 @@ class TrainConfig:
     model: str = "cpu_small"
     model_overrides: tuple[str, ...] = ()
     init: str | None = None
+    init_modules: tuple[str, ...] = ()
     sam2_checkpoint: str | None = None
     beit3_checkpoint: str | None = None
     tokenizer: str | None = None
@@ -178,7 +182,7 @@ def _build(cls, data: Any, where: str):
                 raise ConfigError(f"{name}: {exc}") from exc
         elif sub is not None and isinstance(value, Mapping):
             value = _build(sub, value, name)
-        elif key in ("model_overrides", "freeze", "betas"):
+        elif key in ("model_overrides", "freeze", "betas", "init_modules"):
             value = tuple(value or ())
         kwargs[key] = value
     try:

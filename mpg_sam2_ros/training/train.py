@@ -174,7 +174,10 @@ def build_model_for_training(cfg: TrainConfig) -> tuple[MPGSAM2, TextTokenizer]:
         load_beit3_checkpoint(model, cfg.beit3_checkpoint)
     if cfg.init:
         try:
-            load_weights(model, cfg.init)
+            if cfg.init_modules:
+                load_modules(model, cfg.init, cfg.init_modules)
+            else:
+                load_weights(model, cfg.init)
         except CheckpointError as exc:
             raise TrainingError(f"cannot start from {cfg.init}: {_one_line(exc)}") from exc
     for name, p in model.named_parameters():
@@ -185,6 +188,26 @@ def build_model_for_training(cfg: TrainConfig) -> tuple[MPGSAM2, TextTokenizer]:
     if cfg.stage == "prior" and not mcfg.mpg.enabled:
         raise TrainingError("stage: prior trains the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
     return model, load_tokenizer(mcfg)
+
+
+def load_modules(model: MPGSAM2, path: str, prefixes: Sequence[str]) -> int:
+    """The model's tensors under ``prefixes`` from the checkpoint at ``path`` (every one of them
+    must be there, with its shape); the checkpoint's other tensors are ignored and the model's
+    other tensors keep their values. Returns the number loaded."""
+    from ..core.checkpoint import read_state_dict
+
+    state = read_state_dict(path)
+    own = model.state_dict()
+    wanted = {k for k in own if k.startswith(tuple(prefixes))}
+    if not wanted:
+        raise CheckpointError(f"init_modules {list(prefixes)} name no tensor of the model")
+    missing = sorted(wanted - set(state))
+    mismatched = sorted(k for k in wanted & set(state) if state[k].shape != own[k].shape)
+    if missing or mismatched:
+        raise CheckpointError(f"{path} lacks {len(missing)} of the model's tensors under {list(prefixes)} "
+                              f"(e.g. {missing[:3]}) and has {len(mismatched)} of another shape (e.g. {mismatched[:3]})")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    return len(wanted)
 
 
 def parameter_groups(model: MPGSAM2, loss: ReferringLoss, cfg: TrainConfig) -> list[dict]:
