@@ -132,7 +132,7 @@ def main() -> None:
                   "says, and why every row is about the same: "
                   "[training_experiments.md](training_experiments.md#the-ablation-table-and-the-text-blind-models)."]
     else:
-        lines += ["", f"The runs' JSONs and training logs are in `{args.out}/` (copied to `docs/results/`). What the "
+        lines += ["", f"The runs' JSONs and training logs are in `{args.out}/` (copied to `docs/results/{Path(args.out).name}/`). What the "
                   "table says: [training_experiments.md](training_experiments.md#breaking-the-text-blindness-the-prior-stage-2026-11-22)."]
     doc = REPO / args.doc
     doc.parent.mkdir(parents=True, exist_ok=True)
