@@ -76,13 +76,18 @@ def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTo
     return ClipBatch(torch.stack(sam), torch.stack(mm), ids, padding, torch.stack(target), [c.text for c in clips])
 
 
+def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool):
+    """BEiT-3 on every frame of B clips and the MPG over each clip (Eqs. 1-3): (mm, context)."""
+    b, t = batch.mm.shape[:2]
+    mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
+                                 batch.padding.repeat_interleave(t, 0))  # object-major rows, as global_context wants
+    return mm, model.global_context(mm, batch=b, causal=causal)
+
+
 def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> torch.Tensor:
     """The MPG's mask prior M_p [B, T, 1, g, g] of B clips (BEiT-3 and Eqs. 2-3 only; SAM 2 is
     not run): the ``prior`` training stage."""
-    b, t = batch.mm.shape[:2]
-    mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
-                                 batch.padding.repeat_interleave(t, 0))
-    prior = model.global_context(mm, batch=b, causal=causal).prior
+    prior = _global_context(model, batch, causal)[1].prior
     if prior is None:
         raise ValueError("the prior stage needs the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
     return prior
@@ -94,9 +99,7 @@ def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> 
     frozen = not any(p.requires_grad for p in model.sam2.image_encoder.parameters())
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
         feats = model.encode_image(batch.sam.flatten(0, 1))  # rows b * T + t
-    mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
-                                 batch.padding.repeat_interleave(t, 0))  # object-major rows, as global_context wants
-    ctx = model.global_context(mm, batch=b, causal=causal)
+    mm, ctx = _global_context(model, batch, causal)
     memory = MemoryBank(num_maskmem=model.sam2.num_maskmem, max_obj_ptrs=model.sam2.max_obj_ptrs_in_encoder)
     multi, single, ious, scores = [], [], [], []
     for i in range(t):

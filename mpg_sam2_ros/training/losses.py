@@ -79,15 +79,12 @@ class LossConfig:
     prior_dice: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in TERMS:
+        weights = (*TERMS, "prior", "prior_dice")
+        for name in weights:
             w = getattr(self, name)
             if not _is_number(w) or w < 0:
                 raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {w!r}")
-        for name in ("prior", "prior_dice"):
-            w = getattr(self, name)
-            if not _is_number(w) or w < 0:
-                raise ValueError(f"loss weight {name!r} must be a finite number >= 0, got {w!r}")
-        if not any(getattr(self, name) > 0 for name in (*TERMS, "prior", "prior_dice")):
+        if not any(getattr(self, name) > 0 for name in weights):
             raise ValueError("all loss weights are 0: nothing would be trained")
         for name in ("multimask_min", "iou_all"):
             if not isinstance(getattr(self, name), bool):
