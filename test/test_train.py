@@ -403,6 +403,20 @@ def test_cosine_schedule_and_its_validation():
             load_training_config("synthetic_cpu_small", bad)
 
 
+def test_numbers_in_e_notation_without_a_dot_are_floats(tmp_path):
+    """YAML 1.1 reads ``5e-4`` as a string; a recipe and ``--set`` must read it as 0.0005."""
+    from mpg_sam2_ros.training.config import ConfigError, load_training_config
+
+    c = load_training_config("synthetic_cpu_small", ["optim.lr=5e-4", "optim.lr_fusion=+2E-5", "loss.dice=1e1", "steps=12"])
+    assert (c.optim.lr, c.optim.lr_fusion, c.loss.dice, c.steps) == (5e-4, 2e-5, 10.0, 12)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: cpu_small\noptim: {lr: 3e-4, weight_decay: 1e-2}\n")
+    c = load_training_config(str(recipe))
+    assert (c.optim.lr, c.optim.weight_decay) == (3e-4, 1e-2)
+    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+        load_training_config("synthetic_cpu_small", ["optim.lr=5e-x"])
+
+
 def test_expressions_per_video_batches_and_their_validation():
     """data.expressions_per_video=K: every step's global batch is K expressions of each of
     batch/K videos, deterministic in (seed, step), split over ranks like any batch."""

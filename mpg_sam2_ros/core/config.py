@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string; read it as the float it means, so that
+    ``--set optim.lr=5e-4`` and ``lr: 5e-4`` in a recipe work like ``5.0e-4``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also reads ``5e-4`` as a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+
 
 PACKAGE_NAME = "mpg_sam2_ros"
 
@@ -170,7 +189,7 @@ class ModelConfig:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
             key, raw = item.split("=", 1)
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
             parts = key.strip().split(".")
             if parts[0] == "sam2" and len(parts) > 2 and parts[1] == "overrides":
                 data["sam2"]["overrides"][".".join(parts[2:])] = value
@@ -261,7 +280,7 @@ def load_model_config(name_or_path: str, overrides: Sequence[str] = ()) -> Model
     if not path.is_file():
         raise ConfigError(f"model config {name_or_path!r} not found; available: {available_configs()}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     cfg = config_from_dict(data or {}, source=str(path))

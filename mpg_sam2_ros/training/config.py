@@ -10,12 +10,13 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..core.config import ConfigError, repo_root
+from ..core.config import ConfigError, load_yaml, repo_root
 from .losses import LossConfig
 
 DATA_FORMATS = ("synthetic", "ytvos", "davis", "mevis", "refcoco")
 PRECISIONS = ("fp32", "bf16")
 STAGES = ("full", "prior")
+
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def load_training_config(name_or_path: str, overrides: Sequence[str] = ()) -> Tr
         known = sorted(q.stem for q in (repo_root() / "config" / "training").glob("*.yaml"))
         raise ConfigError(f"training config not found: {name_or_path} (known: {', '.join(known)})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
     for item in overrides:
@@ -218,5 +219,5 @@ def load_training_config(name_or_path: str, overrides: Sequence[str] = ()) -> Tr
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r}: {part} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = load_yaml(raw)
     return training_config_from_dict(data, source=str(p))
