@@ -212,3 +212,110 @@ def test_cv_bridge_not_importable_here_uses_our_code():
         import cv_bridge  # noqa: F401
     except Exception:  # noqa: BLE001
         assert not cv.cv_bridge_available()
+
+
+# ----- serialised images (the node's raw subscription) -------------------------------------
+def _be_cdr(frame_id: str, h: int, w: int, encoding: str, step: int, data: bytes) -> bytes:
+    """A big-endian CDR ``sensor_msgs/Image``, written field by field (what a big-endian
+    host's DDS would send): alignment counts from after the 4-byte encapsulation header."""
+    import struct
+
+    out = bytearray(b"\x00\x00\x00\x00")
+
+    def pad(n):
+        out.extend(b"\x00" * ((-(len(out) - 4)) % n))
+
+    def u32(v, fmt=">I"):
+        pad(4)
+        out.extend(struct.pack(fmt, v))
+
+    def string(t):
+        u32(len(t) + 1)
+        out.extend(t.encode() + b"\x00")
+
+    u32(-3, ">i"), u32(7), string(frame_id), u32(h), u32(w), string(encoding)
+    out.append(1)
+    u32(step), u32(len(data))
+    out.extend(data)
+    return bytes(out)
+
+
+def test_serialised_images_are_read_in_place_like_messages():
+    """``cdr.parse_image`` on what rclpy serialises gives the message's fields, with ``data`` a
+    view into the bytes; the image readers treat it like the message, errors included; bytes
+    that are not an Image raise CdrError (the node then falls back to rclpy)."""
+    from rclpy.serialization import serialize_message
+
+    from mpg_sam2_ros.ros.cdr import CdrError, RawImage, parse_image
+
+    cases = []
+    for enc in ("rgb8", "bgra8", "mono8", "mono16", "16UC1"):  # every element size
+        pixels, _ = _native(enc) if enc not in ("mono16", "16UC1") else (G16, None)
+        for frame_id, padding in (("", 0), ("c", 3), ("cam", 1), ("camera_frame_é", 0)):  # every alignment of what follows
+            cases.append(cv.array_to_image(pixels, enc, header=Header(frame_id=frame_id), row_padding=padding))
+    big = cv.array_to_image(G16, "mono16")
+    big.is_bigendian = 1
+    big.data = G16.astype(">u2").tobytes()
+    cases.append(big)
+    for msg in cases:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = -5, 999_999_999
+        raw = serialize_message(msg)
+        r = parse_image(raw)
+        assert isinstance(r.data, memoryview) and r.data.obj is not None
+        assert (r.sec, r.nanosec, r.frame_id, r.height, r.width, r.encoding, r.is_bigendian, r.step) == (
+            -5, 999_999_999, msg.header.frame_id, msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step)
+        assert bytes(r.data) == bytes(msg.data)
+        np.testing.assert_array_equal(cv.image_to_rgb(r), cv.image_to_rgb(msg))
+    # the same checks on a bad image: a truncated data field is a bad_data_length skip, as for the message
+    short = cv.array_to_image(RGB, "rgb8")
+    short.data = bytes(short.data)[:-3]
+    with pytest.raises(ImageDataError):
+        cv.image_to_rgb(parse_image(serialize_message(short)))
+    # big-endian CDR
+    data = RGB.tobytes()
+    r = parse_image(_be_cdr("cam0", H, W, "rgb8", 3 * W, data))
+    assert (r.sec, r.nanosec, r.frame_id, r.encoding, r.is_bigendian) == (-3, 7, "cam0", "rgb8", 1)
+    np.testing.assert_array_equal(cv.image_to_rgb(r), RGB)
+    # not an Image: every cut of a real one, a bad encapsulation, a string without its NUL
+    raw = serialize_message(cv.array_to_image(RGB, "rgb8", header=Header(frame_id="cam")))
+    for cut in (0, 3, 4, 10, 20, 40, len(raw) - 1):
+        with pytest.raises(CdrError):
+            parse_image(raw[:cut])
+    with pytest.raises(CdrError):
+        parse_image(b"\x00\x02" + raw[2:])  # XCDR2 / PL_CDR: not read here
+    broken = bytearray(raw)
+    broken[4 + 8 + 4 + 3] = ord("x")  # frame_id "cam" + NUL -> "camx"
+    with pytest.raises(CdrError):
+        parse_image(bytes(broken))
+    assert isinstance(parse_image(raw), RawImage)
+
+
+def test_serialized_image_to_rgb_reads_in_place_and_falls_back_to_rclpy(monkeypatch):
+    """The node's reader: the same pixels and header as the message path, an owned writable
+    array, rclpy's deserialisation for bytes the CDR reader gives up on, and one
+    ImageConversionError (reason bad_image) for bytes nobody can read."""
+    from rclpy.serialization import serialize_message
+
+    from mpg_sam2_ros.ros import cdr
+
+    msg = cv.array_to_image(RGB, "rgb8", header=Header(frame_id="cam"))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 34
+    raw = serialize_message(msg)
+    for reader_works in (True, False):
+        if not reader_works:
+            def refuse(_raw):
+                raise cdr.CdrError("refused for the test")
+            monkeypatch.setattr(cv, "parse_image", refuse)
+        rgb, header = cv.serialized_image_to_rgb(raw)
+        np.testing.assert_array_equal(rgb, RGB)
+        assert rgb.flags.writeable
+        assert (header.frame_id, header.stamp.sec, header.stamp.nanosec) == ("cam", 12, 34)
+        assert isinstance(header, Header)
+    with pytest.raises(ImageConversionError) as err:
+        cv.serialized_image_to_rgb(b"\x00\x01\x00\x00\x05")
+    assert err.value.reason == "bad_image"
+    bad = cv.array_to_image(RGB, "rgb8")
+    bad.step = 2  # smaller than a row: the usual check, through the fast reader
+    monkeypatch.undo()
+    with pytest.raises(ImageStepError):
+        cv.serialized_image_to_rgb(serialize_message(bad))

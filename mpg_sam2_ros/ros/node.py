@@ -41,7 +41,8 @@ from mpg_sam2_ros.srv import SetCommands
 
 from ..core.segment import COLORS, overlay
 from .commands import CommandError, CommandTable, fit_expression
-from .conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_bbox, mask_to_image, rgb_to_image
+from .conversions import (ImageConversionError, compressed_to_rgb, mask_bbox, mask_to_image, rgb_to_image,
+                          serialized_image_to_rgb)
 from .health import EVENTS, SKIP_REASONS, Counters, LatencyWindow, RateMeter, SequenceGaps, ThrottledLog
 from .params import SPECS, NodeSettings, validate
 from .processing import FrameOutput, FrameProcessor, union_mask
@@ -211,8 +212,8 @@ class MpgSam2Node(LifecycleNode):
             self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, image_qos,
                                                        callback_group=self._io_group, event_callbacks=events))
         else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, image_qos,
-                                                       callback_group=self._io_group, event_callbacks=events))
+            self._subs.append(self.create_subscription(Image, "image", self._on_serialized_image, image_qos,
+                                                       callback_group=self._io_group, event_callbacks=events, raw=True))
         self._subs.append(self.create_subscription(String, "text_command", self._on_text_command, COMMAND_QOS,
                                                    callback_group=self._io_group))
         self._subs.append(self.create_subscription(TextCommands, "text_commands", self._on_text_commands, COMMANDS_QOS,
@@ -291,14 +292,16 @@ class MpgSam2Node(LifecycleNode):
         if missed:
             self.counters.inc("frames_missed", missed)
 
-    def _on_image(self, msg: Image, info) -> None:
+    def _on_serialized_image(self, raw: bytes, info) -> None:
+        """``image`` arrives as CDR bytes (a raw subscription) and is read in place: two copies
+        of every frame fewer than rclpy's message path (``conversions.serialized_image_to_rgb``)."""
         self._count_received(info)
         try:
-            rgb = image_to_rgb(msg)
+            rgb, header = serialized_image_to_rgb(raw)
         except ImageConversionError as exc:
             self._skip(exc.reason, f"image skipped: {exc}")
             return
-        self._enqueue(rgb, msg.header)
+        self._enqueue(rgb, header)
 
     def _on_compressed(self, msg: CompressedImage, info) -> None:
         self._count_received(info)
