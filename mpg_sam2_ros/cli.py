@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--frames", type=int, default=2000, help="open-loop frames (default 2000)")
     p.add_argument("--rate", type=float, default=30.0, help="open-loop publish rate in Hz (default 30)")
-    p.add_argument("--closed-loop", type=int, default=60, help="closed-loop frames for the transport overhead")
+    p.add_argument("--closed-loop", type=int, default=200, help="closed-loop frames for the transport overhead (default 200)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--out", help="also write the JSON here")

@@ -104,3 +104,25 @@ def test_compile_hot_path_compiles_the_image_encoder_and_memory_attention(small_
 
     predictor = bench._build_predictor(Pipeline(small_cfg, model, None, "random"), torch.device("cpu"))
     assert predictor.image_encoder is not None
+
+
+def test_bench_node_drives_the_live_node_and_reports_json(tmp_path):
+    """``mpg-sam2 bench-node`` end to end on a few frames: it starts the real node (bundled
+    model) in its own process on its own domain, and reports the closed-loop ratio with its
+    parts, the open-loop rates and counts, and the RSS samples; no timing asserts."""
+    pytest.importorskip("rclpy")
+    res = run("bench-node", "--frames", "45", "--closed-loop", "4", "--width", "160", "--height", "120",
+              "--out", str(tmp_path / "n.json"))
+    out = json.loads(res.stdout)
+    assert json.loads((tmp_path / "n.json").read_text()) == out
+    assert out["frame_size"] == [120, 160] and out["node"]["model"] == "cpu_small"
+    c = out["closed_loop"]
+    assert c["frames"] == 4 and c["engine_step_ms_p50"] > 0
+    assert c["transport_overhead_ratio"] == pytest.approx(c["e2e_latency_ms"]["p50"] / c["engine_step_ms_p50"], rel=0.01)
+    assert set(c["overhead_ms_p50"]) == {"dds_and_executors", "node_around_engine"}
+    o = out["open_loop"]
+    n = o["counted_by_node"]
+    assert o["frames_sent"] == 45 and 0 < o["results"] <= 45
+    assert n["frames_received"] + n["frames_missed"] <= 45 and n["outputs_published"] >= o["results"] > 0
+    assert 0 <= n["frames_received"] - o["frames_processed"] - n["frames_dropped"] <= 1  # each frame run or dropped
+    assert out["memory"]["rss_mb_end"] > 0 and set(out["targets"]) == {"transport_overhead_ratio<=1.05", "rss_growth<5%"}

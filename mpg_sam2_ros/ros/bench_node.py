@@ -48,7 +48,7 @@ def _pct(values) -> dict:
 
 
 def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 640, height: int = 480,
-                   closed_loop: int = 60, warmup: int = 10, settle: float = 0.02, config: str | None = None, checkpoint: str | None = None,
+                   closed_loop: int = 200, warmup: int = 10, settle: float = 0.02, config: str | None = None, checkpoint: str | None = None,
                    device: str = "cpu", dtype: str = "float32", text: str = "the red circle",
                    start_timeout: float = 180.0, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     import psutil
