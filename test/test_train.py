@@ -403,6 +403,29 @@ def test_cosine_schedule_and_its_validation():
             load_training_config("synthetic_cpu_small", bad)
 
 
+def test_expression_types_select_what_a_run_trains_on(split, tmp_path, capsys):
+    """data.expression_types keeps only expressions of those types (the synthetic split's
+    meta.json types); a type the split does not have is a one-line error, as is a bad value."""
+    from mpg_sam2_ros.training.config import ConfigError, load_training_config
+    from mpg_sam2_ros.training.datasets import ClipDataset, DatasetError, RefYouTubeVOS
+
+    ref = RefYouTubeVOS(split)
+    every = ClipDataset(ref, num_frames=2)
+    motion = ClipDataset(ref, num_frames=2, expression_types=["motion"])
+    types = [every.item(i)[0].exp_type for i in range(len(every))]
+    assert 0 < len(motion) == types.count("motion") < len(every)
+    assert {motion.item(i)[0].exp_type for i in range(len(motion))} == {"motion"}
+    assert len(ClipDataset(ref, num_frames=2, expression_types=["motion", "spatial"])) == types.count("motion") + types.count("spatial")
+    with pytest.raises(DatasetError, match="no expression of the types"):
+        ClipDataset(ref, num_frames=2, expression_types=["colour"])
+    c = load_training_config("synthetic_cpu_small", ["data.expression_types=[spatial, motion]"])
+    assert c.data.expression_types == ("spatial", "motion")
+    with pytest.raises(ConfigError, match="expression_types"):
+        load_training_config("synthetic_cpu_small", ["data.expression_types=[3]"])
+    recipe = _recipe(tmp_path / "r.yaml", split, steps=1)
+    assert _train("--config", str(recipe), "--out", str(tmp_path / "run"), "--set", "data.expression_types=[colour]") == 2
+    assert "no expression of the types ['colour']" in capsys.readouterr().err
+
 def test_numbers_in_e_notation_without_a_dot_are_floats(tmp_path):
     """YAML 1.1 reads ``5e-4`` as a string; a recipe and ``--set`` must read it as 0.0005."""
     from mpg_sam2_ros.training.config import ConfigError, load_training_config

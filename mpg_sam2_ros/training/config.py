@@ -44,7 +44,9 @@ class DataConfig:
     sampler: official | stream (contiguous clips of num_frames, what the engine sees);
     expressions_per_video: K > 1 fills each batch with K expressions of each of batch / K
     videos (clips of the same scene that name different objects: the loss can only fall by
-    reading the text); 1 draws (video, expression) items uniformly, as the official code."""
+    reading the text); 1 draws (video, expression) items uniformly, as the official code;
+    expression_types: train only on expressions of these types (``meta.json``'s ``type``: the
+    synthetic split's appearance / spatial / motion / absent); empty: all of them."""
 
     format: str = "synthetic"
     root: str = "data/synthetic_train"
@@ -56,6 +58,7 @@ class DataConfig:
     num_frames: int = 5
     sampler: str = "official"
     expressions_per_video: int = 1
+    expression_types: tuple[str, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     generate: GenerateConfig | None = None
 
@@ -150,6 +153,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if d.num_frames < 1:
             raise ConfigError(f"data.num_frames must be >= 1, got {d.num_frames}")
+        if not all(isinstance(t, str) and t for t in d.expression_types):
+            raise ConfigError(f"data.expression_types must be a list of type names, got {list(d.expression_types)!r}")
         if isinstance(d.expressions_per_video, bool) or not isinstance(d.expressions_per_video, int) or d.expressions_per_video < 1:
             raise ConfigError(f"data.expressions_per_video must be an int >= 1, got {d.expressions_per_video!r}")
         if (self.batch_size * self.grad_accum) % d.expressions_per_video:
@@ -183,7 +188,7 @@ def _build(cls, data: Any, where: str):
                 raise ConfigError(f"{name}: {exc}") from exc
         elif sub is not None and isinstance(value, Mapping):
             value = _build(sub, value, name)
-        elif key in ("model_overrides", "freeze", "betas", "init_modules"):
+        elif key in ("model_overrides", "freeze", "betas", "init_modules", "expression_types"):
             value = tuple(value or ())
         kwargs[key] = value
     try:

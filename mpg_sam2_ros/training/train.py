@@ -307,7 +307,8 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
                                   weight_decay=cfg.optim.weight_decay)
     split = build_split(cfg, dist)
     augment = Augment(hflip=cfg.data.augment.hflip, photometric=cfg.data.augment.photometric)
-    dataset = ClipDataset(split, num_frames=cfg.data.num_frames, sampler=cfg.data.sampler, augment=augment, seed=cfg.seed)
+    dataset = ClipDataset(split, num_frames=cfg.data.num_frames, sampler=cfg.data.sampler, augment=augment, seed=cfg.seed,
+                          expression_types=cfg.data.expression_types)
     global_batch = cfg.batch_size * cfg.grad_accum
     groups = None
     if cfg.data.expressions_per_video > 1:

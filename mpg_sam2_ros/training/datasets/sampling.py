@@ -31,7 +31,7 @@ runs them (DESIGN.md §8): a contiguous run of frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -145,11 +145,13 @@ class ClipDataset(Dataset):
     - An item whose object is absent from every sampled frame is resampled up to
       ``max_resample`` times, then anchored on a frame where the object is visible
       (``DatasetError`` when it is visible nowhere).
+    - ``expression_types``: only expressions of these types (``ExpressionRecord.exp_type``);
+      empty: all. ``DatasetError`` when none matches.
     """
 
     def __init__(self, split: ReferringSplit, *, num_frames: int, sampler: str = "official",
                  augment: "Augment | None" = None, seed: int = 0, max_resample: int = 10,
-                 anchors: str = "random") -> None:
+                 anchors: str = "random", expression_types: Sequence[str] = ()) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if anchors not in ANCHORS:
@@ -164,12 +166,19 @@ class ClipDataset(Dataset):
         self.augment, self.seed, self.max_resample, self.anchors = augment, seed, max_resample, anchors
         self.epoch = 0
         self._items: list[tuple[ExpressionRecord, int | None]] = []
+        types = set(expression_types)
         for expr in split.expressions():
+            if types and expr.exp_type not in types:
+                continue
             if anchors == "grid":
                 n = len(split.video(expr.video))
                 self._items.extend((expr, a) for a in range(0, n, num_frames))
             else:
                 self._items.append((expr, None))
+
+        if types and not self._items:
+            present = sorted({str(e.exp_type) for e in split.expressions()})
+            raise DatasetError(f"no expression of the types {sorted(types)} in the split (its types: {present})")
 
     def __len__(self) -> int:
         return len(self._items)
