@@ -68,7 +68,7 @@ def main() -> None:
                          "schedule depend on the step only, so it equals a run of --steps steps)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="train and score only these rows (repeatable; e.g. two processes on two cores); "
-                         "the table is written once every row has its result")
+                         "no table is written: run again without --only once every row has its result")
     args = ap.parse_args()
     from mpg_sam2_ros.training.config import load_training_config
 
@@ -101,7 +101,7 @@ def main() -> None:
             run([*CLI, "bench-accuracy", "--checkpoint", str(model), "--seed", str(args.seed),
                  "--videos", str(args.videos), "--mode", "both", "--quiet", "--out", str(result)], out / f"{slug}.bench.log")
         rows[name] = (overrides + extra, json.loads(result.read_text()))
-    if len(rows) < len(runs):
+    if len(rows) < len(runs) or args.only:  # a lane of a split run: the invocation without --only writes the table
         return
     lines = [
         "# Ablation on the synthetic benchmark (paper Tables 3 and 4 in miniature)" if any(" no S_" in n or "vanilla" in n for n in rows) else "# Ablation on the synthetic benchmark (paper Table 3 in miniature)",
