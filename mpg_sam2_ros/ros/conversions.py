@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 try:  # reading works on any message-like object (e.g. rosbags' messages); building needs ROS 2
     from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+    from std_msgs.msg import Header
 except ImportError:  # pragma: no cover - the ROS 2 wheels are in requirements.lock
-    CompressedImage = Image = RegionOfInterest = None
+    CompressedImage = Header = Image = RegionOfInterest = None
 
 from ..core.preprocess import MAX_SIDE
 from .cdr import CdrError, RawImage, parse_image
@@ -208,8 +209,6 @@ def serialized_image_to_rgb(raw: bytes, *, max_side: int = MAX_SIDE) -> tuple[np
     ``[H, W, 3]`` that owns its pixels, ``std_msgs/Header``). Read in place (``cdr``): rclpy's
     own path copies a frame twice more first. Bytes that reader does not understand go through
     rclpy's deserialisation, then the same checks. Raises ``ImageConversionError``."""
-    from std_msgs.msg import Header
-
     try:
         msg = parse_image(raw)
         header = Header(frame_id=msg.frame_id)

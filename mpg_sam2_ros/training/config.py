@@ -18,7 +18,6 @@ PRECISIONS = ("fp32", "bf16")
 STAGES = ("full", "prior")
 
 
-
 @dataclass(frozen=True)
 class GenerateConfig:
     """Synthetic split generated into ``data.root`` when it holds none yet."""

@@ -175,7 +175,6 @@ class ClipDataset(Dataset):
                 self._items.extend((expr, a) for a in range(0, n, num_frames))
             else:
                 self._items.append((expr, None))
-
         if types and not self._items:
             present = sorted({str(e.exp_type) for e in split.expressions()})
             raise DatasetError(f"no expression of the types {sorted(types)} in the split (its types: {present})")
