@@ -193,3 +193,62 @@ def test_patch_size_4_on_a_14x14_grid_pads_to_16():
     # the first token is the top-left 4 x 4 block, in the released channel order
     block = grid[0, :, :4, :4].reshape(c, 16).reshape(-1)
     assert torch.allclose(out[0, 0], agg.patch_proj(block), atol=1e-6)
+
+
+def test_relative_time_orders_the_frames_and_keeps_the_streaming_cache_exact():
+    """``mpg.relative_time``: Eq. 2's keys carry their frame offset from the query's frame, so
+    the order of the frames matters (the paper's Eq. 2 treats them as a set), and a row computed
+    for the newest frame against its window equals the same frame's row inside a causal clip
+    that starts anywhere: what the engine caches never has to be recomputed."""
+    torch.manual_seed(0)
+    d, n = 16, 9
+    patches = torch.randn(2, 7, n, d)
+    plain = MaskPriorGenerator(embed_dim=d, out_dim=8, num_heads=2, ffn_dim=32).eval()
+    timed = MaskPriorGenerator(embed_dim=d, out_dim=8, num_heads=2, ffn_dim=32, relative_time=True).eval()
+    timed.load_state_dict(plain.state_dict())  # the option adds no weights
+    with torch.no_grad():
+        reverse = lambda m: m.contextualise(patches.flip(1)).flip(1)  # noqa: E731
+        torch.testing.assert_close(reverse(plain), plain.contextualise(patches))
+        assert not torch.allclose(reverse(timed), timed.contextualise(patches), atol=1e-3)
+
+        full = timed.contextualise(patches, causal=True)
+        for t in range(7):  # the engine: the newest frame against the window that ends with it
+            torch.testing.assert_close(timed.contextualise(patches[:, t : t + 1], patches[:, : t + 1])[:, 0], full[:, t])
+        late = timed.contextualise(patches[:, 2:], causal=True)  # a window that slid by two frames
+        torch.testing.assert_close(timed.contextualise(patches[:, 6:7], patches[:, 2:7])[:, 0], late[:, -1])
+
+        # the equation: frame t's queries get the encoding of offset 0, frame s's keys that of s - t
+        t = 4
+        pe = timed.time_encoding(torch.arange(7) - t, d)
+        block = timed.spatiotemporal
+        kv = patches.reshape(2, 7 * n, d).transpose(0, 1)
+        q = patches[:, t].transpose(0, 1)
+        attended = block.attn(q + timed.time_encoding(torch.zeros(1), d), kv + pe.repeat_interleave(n, 0)[:, None], kv,
+                              need_weights=False)[0]
+        x = block.norm1(q + attended)
+        expected = block.norm2(x + block.linear2(torch.relu(block.linear1(x))))
+        torch.testing.assert_close(timed.contextualise(patches)[:, t], expected.transpose(0, 1))
+
+
+def test_patch_positions_of_a_model_built_from_scratch_start_as_2d_sincos():
+    from mpg_sam2_ros.core.config import Beit3Config, ConfigError, ModelConfig
+    from mpg_sam2_ros.core.modeling.multimodal_encoder import MultimodalEncoder, sincos_2d
+
+    table = sincos_2d(4, 8)
+    assert table.shape == (16, 8)
+    # raster order: the first half of the channels follows the column, the second the row
+    torch.testing.assert_close(table[1, :4], table[5, :4])
+    torch.testing.assert_close(table[4, 4:], table[7, 4:])
+    assert not torch.allclose(table[0, :4], table[1, :4]) and not torch.allclose(table[0, 4:], table[4, 4:])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(4, 6)
+
+    small = dict(embed_dim=16, num_heads=2, ffn_dim=32, num_layers=1, img_size=32, patch_size=8, vocab_size=64, max_text_len=8)
+    for init, proportional in (("sincos", True), ("normal", False)):
+        torch.manual_seed(0)
+        rows = MultimodalEncoder(cfg=Beit3Config(**small, pos_init=init)).beit3.encoder.embed_positions.A.weight[3:].detach()
+        ratio = rows / sincos_2d(4, 16)
+        finite = ratio[sincos_2d(4, 16).abs() > 0.1]
+        assert bool(torch.allclose(finite, finite[0].expand_as(finite), atol=1e-4)) is proportional
+    with pytest.raises(ConfigError, match="pos_init"):
+        ModelConfig(beit3=Beit3Config(**small, pos_init="zeros")).validate()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
+
+from mpg_sam2_ros.core.config import load_model_config
+from mpg_sam2_ros.core.modeling import build_model
 
 from mpg_sam2_ros.core.segment import run_streaming
 from mpg_sam2_ros.training.datasets import ReferringClip
@@ -21,8 +25,13 @@ def _clip(t=5, h=72, w=96, seed=0):
                          frame_names=[str(i) for i in range(t)], frames=frames, masks=masks)
 
 
-def test_engine_equals_causal_training_forward(small_model, tokenizer):
-    model = copy.deepcopy(small_model).eval()
+@pytest.mark.parametrize("relative_time", [False, True], ids=["paper", "relative_time"])
+def test_engine_equals_causal_training_forward(small_model, tokenizer, relative_time):
+    if relative_time:  # Eq. 2 with frame offsets on its keys (mpg.relative_time)
+        torch.manual_seed(0)
+        model = build_model(load_model_config("cpu_small", ["mpg.relative_time=true"])).eval()
+    else:
+        model = copy.deepcopy(small_model).eval()
     with torch.no_grad():  # random weights say "absent" (masks all -1024): make the object present
         head = model.sam2.sam_mask_decoder.pred_obj_score_head
         last = head.layers[-1] if hasattr(head, "layers") else head

@@ -57,6 +57,11 @@ class Beit3Config:
       vocab_size: text vocabulary (64010 for the official XLM-R sentencepiece model).
       max_text_len: longest tokenised command accepted, including <s> and </s>.
       drop_path_rate: stochastic depth during training.
+      pos_init: how a model built from scratch starts its image patches' position table:
+        "normal" (torchscale's N(0, 1) rows: unrelated codes per patch, what every model
+        trained here so far started from) or "sincos" (a 2-D sine-cosine table at the same
+        RMS, as MAE trains ViTs from scratch, so that "further left" is a smooth direction
+        from step 0; docs/training_experiments.md). A loaded checkpoint replaces either.
     """
 
     embed_dim: int = 1024
@@ -68,6 +73,7 @@ class Beit3Config:
     vocab_size: int = 64010
     max_text_len: int = 64
     drop_path_rate: float = 0.0
+    pos_init: str = "normal"
 
     @property
     def grid_size(self) -> int:
@@ -101,6 +107,12 @@ class MPGConfig:
         or "vanilla" (V_g projected from the raw encoder patches).
       num_heads, dropout: of both attention layers; ffn_dim of the self-attention block
         (None = 4 x D).
+      relative_time: add a sine encoding of each key frame's offset from the query's frame
+        (0 for the query's own frame, -1 for the frame before, ...) to the queries and keys
+        of Eq. 2's self-attention. Not in the paper, whose Eq. 2 sees the T frames as a set
+        (only V_g gets a temporal encoding, after Eq. 3): without it "moving left" and
+        "moving right" are the same set of patches. Relative offsets keep the streaming
+        cache exact (a cached row never changes when the window slides). Adds no weights.
     """
 
     enabled: bool = True
@@ -110,6 +122,7 @@ class MPGConfig:
     num_heads: int = 8
     ffn_dim: int | None = None
     dropout: float = 0.1
+    relative_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,8 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         b = self.beit3
+        if b.pos_init not in ("sincos", "normal"):
+            raise ConfigError(f"beit3.pos_init must be 'sincos' or 'normal', got {b.pos_init!r}")
         if b.img_size % b.patch_size:
             raise ConfigError(f"beit3.img_size {b.img_size} not divisible by patch_size {b.patch_size}")
         if b.embed_dim % b.num_heads:

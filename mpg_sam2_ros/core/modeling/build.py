@@ -57,6 +57,7 @@ def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_we
             cross_attention=m.cross_modal_interaction,
             produce_prior=m.enabled,
             global_feature=m.global_feature,
+            relative_time=m.relative_time,
         )
         # [CLS] -> MLP (D -> D -> C) sparse prompt, Sec. 3.5
         sparse = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c)) if cfg.sparse_prompt else None

@@ -49,6 +49,8 @@ class MaskPriorGenerator(nn.Module):
       self_attention: S_si on/off.  cross_attention: S_ci on/off.  (Tab. 4)
       produce_prior: emit M_p (MPG on/off, Tab. 3).
       global_feature: "masked" or "vanilla".
+      relative_time: Eq. 2's queries and keys get a sine encoding of the key frame's offset
+        from the query frame (``MPGConfig.relative_time``; not in the paper).
     """
 
     def __init__(
@@ -63,9 +65,11 @@ class MaskPriorGenerator(nn.Module):
         cross_attention: bool = True,
         produce_prior: bool = True,
         global_feature: str = "masked",
+        relative_time: bool = False,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
+        self.relative_time = relative_time
         self.global_feature_kind = global_feature
         self.spatiotemporal = (
             AttentionFFNBlock(dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim or 4 * embed_dim, dropout=dropout)
@@ -89,6 +93,8 @@ class MaskPriorGenerator(nn.Module):
         streaming engine computes them."""
         if self.spatiotemporal is None:
             return patches
+        if self.relative_time:
+            return self._contextualise_relative(patches, context, causal=causal)
         b, tq, n, d = patches.shape
         q = patches.reshape(b, tq * n, d).transpose(0, 1)
         kv = None if context is None else context.reshape(b, -1, d).transpose(0, 1)
@@ -98,6 +104,35 @@ class MaskPriorGenerator(nn.Module):
                 raise ValueError("causal self-attention takes no separate context")
             mask = causal_mask(tq, n, n, device=patches.device)
         return self.spatiotemporal(q, kv, attn_mask=mask).transpose(0, 1).reshape(b, tq, n, d)
+
+    def _contextualise_relative(self, patches: torch.Tensor, context: torch.Tensor | None, *, causal: bool) -> torch.Tensor:
+        """Eq. 2 with ``relative_time``: one attention per query frame, whose keys carry their
+        frame offset from it. The queries are the last Tq frames of ``context`` (default:
+        ``patches`` themselves), so the engine's newest frame against its window gets the
+        offsets -(W-1)..0 that the same frame gets inside a clip."""
+        b, tq, n, d = patches.shape
+        ctx = patches if context is None else context
+        if causal and context is not None:
+            raise ValueError("causal self-attention takes no separate context")
+        first = ctx.shape[1] - tq
+        if first < 0:
+            raise ValueError(f"{tq} query frames do not fit in a context of {ctx.shape[1]}")
+        query_pos = self.time_encoding(torch.zeros(1, device=patches.device), d).to(patches.dtype)[:, None]
+        rows = []
+        for i in range(tq):
+            t = first + i
+            keys = ctx[:, : t + 1] if causal else ctx
+            offsets = torch.arange(keys.shape[1], device=patches.device) - t
+            key_pos = self.time_encoding(offsets, d).to(patches.dtype).repeat_interleave(n, 0)[:, None]
+            kv = keys.reshape(b, -1, d).transpose(0, 1)
+            out = self.spatiotemporal(patches[:, i].transpose(0, 1), kv, query_pos=query_pos, context_pos=key_pos)
+            rows.append(out.transpose(0, 1))
+        return torch.stack(rows, dim=1)
+
+    @staticmethod
+    def time_encoding(offsets: torch.Tensor, dim: int) -> torch.Tensor:
+        """[K] frame offsets -> [K, dim] sine encoding of Eq. 2's ``relative_time``."""
+        return get_1d_sine_pe(offsets.float(), dim=dim)
 
     def class_tokens(self, cls: torch.Tensor, contextual: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
         """V'_cls: cls [B, Tq, D] attend to all V' tokens contextual [B, Tk, N, D] (Eq. 2);

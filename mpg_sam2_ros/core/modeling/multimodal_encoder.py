@@ -41,6 +41,24 @@ class MultimodalFeatures:
         )
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """[grid * grid, dim] 2-D sine-cosine positions in raster order: the first half of the
+    channels encode the column, the second half the row, each as sin / cos pairs at
+    frequencies 1 / 10000^(k / (dim / 4)) (the fixed table of MAE and the ViT baselines)."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine table needs a channel count divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(grid, dtype=torch.float64)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(col), encode(row)], dim=1).float()
+
+
 def beit3_encoder_config(cfg: Beit3Config):
     """The torchscale ``EncoderConfig`` of the official BEiT-3 models (unilm ``beit3``)."""
     from torchscale.architecture.config import EncoderConfig
@@ -82,6 +100,20 @@ class MultimodalEncoder(nn.Module):
         self.beit3 = BEiT3(beit3_encoder_config(cfg))
         self.num_patches = cfg.grid_size**2
         self.apply(self._init_weights)
+        if cfg.pos_init == "sincos":
+            self._init_patch_positions()
+
+    @torch.no_grad()
+    def _init_patch_positions(self) -> None:
+        """Rows of the image patches in torchscale's vision position table (after the two
+        fairseq padding rows and the [CLS] row) start as ``sincos_2d``, scaled to the table's
+        own RMS so the balance with the patch embedding is the one torchscale builds."""
+        table = self.beit3.encoder.embed_positions.A.weight
+        if table.is_meta:
+            return
+        rows = table[3 : 3 + self.num_patches]
+        pe = sincos_2d(self.cfg.grid_size, table.shape[1]).to(table.device, table.dtype)
+        rows.copy_(pe * (rows.pow(2).mean().sqrt() / pe.pow(2).mean().sqrt()))
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
