@@ -252,3 +252,20 @@ def test_patch_positions_of_a_model_built_from_scratch_start_as_2d_sincos():
         assert bool(torch.allclose(finite, finite[0].expand_as(finite), atol=1e-4)) is proportional
     with pytest.raises(ConfigError, match="pos_init"):
         ModelConfig(beit3=Beit3Config(**small, pos_init="zeros")).validate()
+
+
+def test_coord_prior_adds_a_plane_with_slopes_read_from_the_class_token():
+    """``mpg.coord_prior``: M_p's logit (Eq. 3) + a_x * x + a_y * y, (a_x, a_y) = Linear(V'_cls)."""
+    torch.manual_seed(0)
+    patches, cls = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16)
+    plain = MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2).eval()
+    coord = MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2, coord_prior=True).eval()
+    coord.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        contextual = plain.contextualise(patches)
+        slopes = coord.coord_head(plain.class_tokens(cls, contextual))  # [2, 3, 2]
+        x = torch.tensor([-0.75, -0.25, 0.25, 0.75])
+        plane = slopes[..., 0, None, None] * x[None, :] + slopes[..., 1, None, None] * x[:, None]  # rows are y
+        expected = torch.sigmoid(torch.logit(plain(patches, cls).prior[:, :, 0], eps=0) + plane)
+        torch.testing.assert_close(coord(patches, cls).prior[:, :, 0], expected, atol=1e-5, rtol=1e-4)
+    assert MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2, coord_prior=True, produce_prior=False).coord_head is None

@@ -513,6 +513,42 @@ def test_prior_stage_trains_beit3_and_the_mpg_only(split, tmp_path):
     assert _train("--config", str(rows), "--out", str(tmp_path / "row")) == 0
 
 
+def test_words_loss_asks_the_class_token_for_every_word(split, tmp_path):
+    """loss.words: a training-only head reads the command's pieces off V_cls; its term is logged
+    and weighted into the total in both stages, and the model's weights stay the model's."""
+    from mpg_sam2_ros.training.losses import WordPresence
+
+    torch.manual_seed(0)
+    words = WordPresence(8, 10, ignore_ids=(0, 1, 2))
+    ids = torch.tensor([[0, 5, 7, 5, 2], [0, 9, 2, 1, 1]])
+    padding = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    expected = torch.zeros(2, 10)
+    expected[0, [5, 7]] = 1
+    expected[1, 9] = 1
+    torch.testing.assert_close(words.targets(ids, padding), expected)
+    cls = torch.randn(2, 3, 8)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(words.head(cls), expected[:, None].expand(2, 3, 10),
+                                                               reduction="none")[..., 3:]
+    torch.testing.assert_close(words(cls, ids, padding), bce.sum(-1).mean())
+
+    model_keys = build_model(load_model_config("cpu_small")).state_dict().keys()
+    for stage, loss in (("prior", {"prior": 10.0, "prior_dice": 1.0, "words": 0.1}),
+                        ("full", {"words": 0.1, "similarity": 0.0})):
+        recipe = _recipe(tmp_path / f"{stage}.yaml", split, stage=stage, steps=2, checkpoint_every=2, log_every=1, loss=loss)
+        assert _train("--config", str(recipe), "--out", str(tmp_path / stage)) == 0
+        _, rows = _log_rows(tmp_path / stage)
+        for r in rows:
+            assert float(r["words"]) > 1.0  # summed over the vocabulary: an untrained head is far off
+            if stage == "prior":
+                expected_total = 10 * float(r["prior"]) + float(r["prior_dice"]) + 0.1 * float(r["words"])
+                assert float(r["total"]) == pytest.approx(expected_total, rel=1e-5)
+        assert load_file(str(tmp_path / stage / "model.safetensors")).keys() == model_keys  # the head is not saved as model
+    from mpg_sam2_ros.training.losses import LossConfig
+
+    with pytest.raises(ValueError, match="WordPresence"):
+        train_mod.ReferringLoss(LossConfig(words=1.0, similarity=0.0))
+
+
 def test_prior_losses_and_the_stage_validation():
     from mpg_sam2_ros.training.config import ConfigError
     from mpg_sam2_ros.training.losses import prior_dice_loss, prior_loss
@@ -529,6 +565,6 @@ def test_prior_losses_and_the_stage_validation():
     assert float(prior_loss(wrong, target)) > 5
     for bad, needle in ((["stage=both"], "stage must be one of"),
                         (["stage=prior", "loss.prior=0", "loss.prior_dice=0"], "loss.prior"),
-                        (["loss.prior_dice=-1"], "prior_dice")):
+                        (["loss.prior_dice=-1"], "prior_dice"), (["loss.words=-1"], "words")):
         with pytest.raises(ConfigError, match=needle):
             load_training_config("synthetic_cpu_small_prior", bad)

@@ -113,6 +113,10 @@ class MPGConfig:
         (only V_g gets a temporal encoding, after Eq. 3): without it "moving left" and
         "moving right" are the same set of patches. Relative offsets keep the streaming
         cache exact (a cached row never changes when the window slides). Adds no weights.
+      coord_prior: add ``a_x * x + a_y * y`` to M_p's logit (Eq. 3) at each cell (x, y in
+        [-1, 1]), with (a_x, a_y) a Linear of V'_cls: a direct path for "on the left" / "at
+        the top", which otherwise must come from the product of [CLS] and patch features.
+        Not in the paper. Adds 2 x (D + 1) weights.
     """
 
     enabled: bool = True
@@ -123,6 +127,7 @@ class MPGConfig:
     ffn_dim: int | None = None
     dropout: float = 0.1
     relative_time: bool = False
+    coord_prior: bool = False
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,11 @@ class TextTokenizer:
     def pad_id(self) -> int:
         return self._tok.pad_token_id
 
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """<s>, </s>, <pad>, <unk>, ...: ids that are no word of a command."""
+        return tuple(sorted(set(self._tok.all_special_ids)))
+
     def encode(self, text: object) -> TokenizedText:
         """Tokenise one command; ``TextError`` when it is empty or longer than ``max_len``."""
         text = normalize_command(text)

@@ -46,7 +46,8 @@ class ClipBatch:
 class ClipOutput:
     """multimask [B, T, M, S, S], single [B, T, 1, S, S] logits; ious [B, T, M];
     object_score_logits [B, T, 1]; text_tokens [B, T, L, D] raw BEiT-3 text tokens;
-    prior [B, T, 1, g, g] the MPG's mask prior (probabilities), None when the MPG is off."""
+    prior [B, T, 1, g, g] the MPG's mask prior (probabilities), None when the MPG is off;
+    cls [B, T, D] BEiT-3's multimodal [CLS] tokens V_cls (for the ``words`` loss)."""
 
     multimask: torch.Tensor
     single: torch.Tensor
@@ -54,6 +55,7 @@ class ClipOutput:
     object_score_logits: torch.Tensor
     text_tokens: torch.Tensor
     prior: torch.Tensor | None = None
+    cls: torch.Tensor | None = None
 
 
 def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTokenizer) -> ClipBatch:
@@ -84,13 +86,15 @@ def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool):
     return mm, model.global_context(mm, batch=b, causal=causal)
 
 
-def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> torch.Tensor:
+def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False, with_cls: bool = False):
     """The MPG's mask prior M_p [B, T, 1, g, g] of B clips (BEiT-3 and Eqs. 2-3 only; SAM 2 is
-    not run): the ``prior`` training stage."""
-    prior = _global_context(model, batch, causal)[1].prior
-    if prior is None:
+    not run): the ``prior`` training stage. ``with_cls``: (prior, V_cls [B, T, D])."""
+    mm, ctx = _global_context(model, batch, causal)
+    if ctx.prior is None:
         raise ValueError("the prior stage needs the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
-    return prior
+    if with_cls:
+        return ctx.prior, mm.cls.reshape(*batch.mm.shape[:2], -1)
+    return ctx.prior
 
 
 def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> ClipOutput:
@@ -118,4 +122,5 @@ def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> 
     multi = [x.expand(-1, k, -1, -1) for x in multi]
     ious = [x.expand(-1, k) for x in ious]
     text = mm.text.reshape(b, t, *mm.text.shape[1:])
-    return ClipOutput(torch.stack(multi, 1), torch.stack(single, 1), torch.stack(ious, 1), torch.stack(scores, 1), text, ctx.prior)
+    return ClipOutput(torch.stack(multi, 1), torch.stack(single, 1), torch.stack(ious, 1), torch.stack(scores, 1), text, ctx.prior,
+                      mm.cls.reshape(b, t, -1))

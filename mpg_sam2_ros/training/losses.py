@@ -64,6 +64,13 @@ class LossConfig:
     prior_dice: weight of a soft dice on the same prior and pooled target (``prior_dice_loss``):
       the objects cover a few grid cells, so the BCE alone is mostly about the background;
       the dice is about the target's cells only. Default off.
+    words: weight of a bag-of-words loss on BEiT-3's [CLS] token V_cls (``WordPresence``): a
+      training-only Linear head must tell, from V_cls alone, which vocabulary pieces the
+      command contains. Not in the paper (its BEiT-3 is pretrained on image-text data and its
+      [CLS] reads every word already). A BEiT-3 trained from scratch otherwise attends only
+      to the words that pay off first (colour, shape) and never learns to read "left" or
+      "moving": their embeddings get almost no gradient (docs/training_experiments.md).
+      Default off.
     """
 
     focal: float = 2.0
@@ -77,9 +84,10 @@ class LossConfig:
     focal_gamma: float = 2.0
     prior: float = 0.0
     prior_dice: float = 0.0
+    words: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (*TERMS, "prior", "prior_dice")
+        weights = (*TERMS, "prior", "prior_dice", "words")
         for name in weights:
             w = getattr(self, name)
             if not _is_number(w) or w < 0:
@@ -226,6 +234,38 @@ class MaskTextSimilarity(nn.Module):
         return F.mse_loss(cos_pred, cos_gt)
 
 
+class WordPresence(nn.Module):
+    """The ``words`` loss (``LossConfig.words``): a Linear head on V_cls (Eq. 1's [CLS]) predicts
+    the set of vocabulary pieces of the command; BCE-with-logits summed over the vocabulary
+    (special pieces left out) and averaged over clips and frames. Training only: the head is
+    not part of the model.
+
+    Arguments:
+      dim: D, BEiT-3 channels.  vocab_size: the text vocabulary.
+      ignore_ids: pieces that are no word (<s>, </s>, <pad>, ...), neither targets nor scored.
+    """
+
+    def __init__(self, dim: int, vocab_size: int, ignore_ids: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.head = nn.Linear(dim, vocab_size)
+        keep = torch.ones(vocab_size)
+        keep[[i for i in ignore_ids if 0 <= i < vocab_size]] = 0.0
+        self.register_buffer("keep", keep, persistent=False)
+
+    def targets(self, ids: Tensor, padding: Tensor) -> Tensor:
+        """[B, L] token ids (True in ``padding`` where there is none) -> [B, V] 0/1."""
+        out = torch.zeros(ids.shape[0], self.keep.numel(), device=ids.device)
+        out.scatter_(1, ids.masked_fill(padding, 0), (~padding).float())
+        return out * self.keep
+
+    def forward(self, cls: Tensor, ids: Tensor, padding: Tensor) -> Tensor:
+        """cls [B, T, D], ids / padding [B, L] -> 0-dim loss."""
+        logits = self.head(cls.float())
+        target = self.targets(ids, padding)[:, None].expand_as(logits)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return (bce * self.keep).sum(-1).mean()
+
+
 class ReferringLoss(nn.Module):
     """Focal + dice (+ L_sim) on the final masks (official MPG-SAM 2, DESIGN §7) and SAM 2's
     presence and IoU terms, for one object's clip of T frames at SAM 2 input size S.
@@ -244,12 +284,16 @@ class ReferringLoss(nn.Module):
       similarity: the L_sim module; required when ``config.similarity > 0``.
     """
 
-    def __init__(self, config: LossConfig, similarity: MaskTextSimilarity | None = None) -> None:
+    def __init__(self, config: LossConfig, similarity: MaskTextSimilarity | None = None,
+                 words: WordPresence | None = None) -> None:
         super().__init__()
         if config.similarity > 0 and similarity is None:
             raise ValueError("config.similarity > 0 needs a MaskTextSimilarity module (or set similarity: 0)")
+        if config.words > 0 and words is None:
+            raise ValueError("config.words > 0 needs a WordPresence module (or set words: 0)")
         self.config = config
         self.similarity = similarity
+        self.words = words
 
     def _choose(
         self, multimask: Tensor, single: Tensor, iou_pred: Tensor, target: Tensor, present: Tensor

@@ -38,16 +38,16 @@ from ..core.text import TextTokenizer
 from .config import TrainConfig, load_training_config
 from .datasets import Augment, ClipDataset, MeViS, RefCOCO, RefDAVIS17, RefYouTubeVOS, ReferringSplit
 from .forward import forward_clips, forward_prior, make_batch
-from .losses import TERMS, MaskTextSimilarity, ReferringLoss, prior_dice_loss, prior_loss
+from .losses import TERMS, MaskTextSimilarity, ReferringLoss, WordPresence, prior_dice_loss, prior_loss
 
-LOG_TERMS = (*TERMS, "prior", "prior_dice")
+LOG_TERMS = (*TERMS, "prior", "prior_dice", "words")
 # what the prior stage trains (everything else is frozen there)
 PRIOR_STAGE_MODULES = ("multimodal_encoder.", "mask_prior.")
 
 # names of the new fusion modules (the official 5e-5 group: mask_linear, mask_product, vmtoken,
 # mmfusion_module, objfusion_module, vtlfusion_module), in our module names
 FUSION_PREFIXES = (
-    "mask_prior.cls_proj.", "mask_prior.mask_head.", "mask_prior.cls_attention.",
+    "mask_prior.cls_proj.", "mask_prior.mask_head.", "mask_prior.coord_head.", "mask_prior.cls_attention.",
     "aggregator.object_global_layers.", "aggregator.object_local_layers.", "aggregator.pixel_layers.",
 )
 
@@ -302,7 +302,10 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         similarity = MaskTextSimilarity(model.config.beit3.embed_dim, model.hidden_dim, text_proj=proj)
     # the prior stage computes no mask term: the mask losses' weights (and L_sim's module) stay unused
     loss_cfg = cfg.loss if cfg.stage == "full" else dataclasses.replace(cfg.loss, similarity=0.0)
-    loss_fn = ReferringLoss(loss_cfg, similarity).to(device)
+    words = None
+    if cfg.loss.words > 0:
+        words = WordPresence(model.config.beit3.embed_dim, model.config.beit3.vocab_size, tokenizer.special_ids)
+    loss_fn = ReferringLoss(loss_cfg, similarity, words).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, loss_fn, cfg), betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     split = build_split(cfg, dist)
@@ -427,24 +430,29 @@ class ClipStep(torch.nn.Module):
         super().__init__()
         self.model, self.loss, self.causal, self.stage = model, loss, causal, stage
 
-    def _prior_terms(self, prior: torch.Tensor | None, target: torch.Tensor) -> dict:
+    def _prior_terms(self, prior: torch.Tensor | None, cls: torch.Tensor | None, batch) -> dict:
+        """The terms on BEiT-3 and the MPG: prior, prior_dice and words, and their weighted sum."""
         w = self.loss.config
+        target = batch.target
         zero = torch.zeros((), device=target.device)
-        terms = {"prior": zero, "prior_dice": zero}
+        terms = {"prior": zero, "prior_dice": zero, "words": zero}
         if prior is not None:
             if w.prior > 0:
                 terms["prior"] = prior_loss(prior, target)
             if w.prior_dice > 0:
                 terms["prior_dice"] = prior_dice_loss(prior, target)
-        terms["weighted"] = w.prior * terms["prior"] + w.prior_dice * terms["prior_dice"]
+        if w.words > 0 and cls is not None:
+            terms["words"] = self.loss.words(cls, batch.ids, batch.padding)
+        terms["weighted"] = w.prior * terms["prior"] + w.prior_dice * terms["prior_dice"] + w.words * terms["words"]
         return terms
 
     def forward(self, batch) -> dict:
         """Mean over the B clips of the per-clip loss terms."""
         if self.stage == "prior":
-            terms = self._prior_terms(forward_prior(self.model, batch, causal=self.causal), batch.target)
+            prior, cls = forward_prior(self.model, batch, causal=self.causal, with_cls=True)
+            terms = self._prior_terms(prior, cls, batch)
             zero = torch.zeros((), device=batch.target.device)
-            return {**{k: zero for k in TERMS}, "prior": terms["prior"], "prior_dice": terms["prior_dice"],
+            return {**{k: zero for k in TERMS}, **{k: terms[k] for k in ("prior", "prior_dice", "words")},
                     "total": terms["weighted"]}
         o = forward_clips(self.model, batch, causal=self.causal)
         b = batch.target.shape[0]
@@ -455,8 +463,8 @@ class ClipStep(torch.nn.Module):
                               text_tokens=o.text_tokens[i] if self.loss.config.similarity > 0 else None)
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0) + v / b
-        terms = self._prior_terms(o.prior, batch.target)
-        acc["prior"], acc["prior_dice"] = terms["prior"], terms["prior_dice"]
+        terms = self._prior_terms(o.prior, o.cls, batch)
+        acc["prior"], acc["prior_dice"], acc["words"] = terms["prior"], terms["prior_dice"], terms["words"]
         acc["total"] = acc["total"] + terms["weighted"]
         return acc
 

@@ -51,6 +51,8 @@ class MaskPriorGenerator(nn.Module):
       global_feature: "masked" or "vanilla".
       relative_time: Eq. 2's queries and keys get a sine encoding of the key frame's offset
         from the query frame (``MPGConfig.relative_time``; not in the paper).
+      coord_prior: M_p's logit gets a term linear in each cell's (x, y), with slopes read
+        from V'_cls (``MPGConfig.coord_prior``; not in the paper).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class MaskPriorGenerator(nn.Module):
         produce_prior: bool = True,
         global_feature: str = "masked",
         relative_time: bool = False,
+        coord_prior: bool = False,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -79,6 +82,7 @@ class MaskPriorGenerator(nn.Module):
         self.cls_attention = nn.MultiheadAttention(embed_dim, num_heads) if cross_attention else None
         self.cls_proj = nn.Linear(embed_dim, embed_dim)
         self.mask_head = nn.Linear(embed_dim, 1) if produce_prior else None
+        self.coord_head = nn.Linear(embed_dim, 2) if produce_prior and coord_prior else None
         self.global_proj = nn.Linear(embed_dim, out_dim)
 
     def temporal_encoding(self, positions: torch.Tensor) -> torch.Tensor:
@@ -145,6 +149,13 @@ class MaskPriorGenerator(nn.Module):
         attended = self.cls_attention(cls.transpose(0, 1), memory, memory, attn_mask=mask, need_weights=False)[0]
         return cls * attended.transpose(0, 1)
 
+    @staticmethod
+    def cell_coords(g: int, like: torch.Tensor) -> torch.Tensor:
+        """[g * g, 2] (x, y) centres of the prior's cells in raster order, in [-1, 1]."""
+        c = (torch.arange(g, device=like.device, dtype=like.dtype) + 0.5) / g * 2 - 1
+        y, x = torch.meshgrid(c, c, indexing="ij")
+        return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
+
     def project(
         self, patches: torch.Tensor, contextual: torch.Tensor, cls_ctx: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -155,7 +166,10 @@ class MaskPriorGenerator(nn.Module):
         if self.mask_head is not None:
             b, t, n, _ = product.shape
             g = int(round(n**0.5))
-            prior = torch.sigmoid(self.mask_head(product)).reshape(b, t, 1, g, g)
+            logits = self.mask_head(product)
+            if self.coord_head is not None:
+                logits = logits + (self.coord_head(cls_ctx) @ self.cell_coords(g, product).T).unsqueeze(-1)
+            prior = torch.sigmoid(logits).reshape(b, t, 1, g, g)
         source = product if self.global_feature_kind == "masked" else patches
         return prior, self.global_proj(source)
 
