@@ -219,11 +219,11 @@ def test_relative_time_orders_the_frames_and_keeps_the_streaming_cache_exact():
 
         # the equation: frame t's queries get the encoding of offset 0, frame s's keys that of s - t
         t = 4
-        pe = timed.time_encoding(torch.arange(7) - t, d)
+        pe = timed.temporal_encoding(torch.arange(7) - t, d)
         block = timed.spatiotemporal
         kv = patches.reshape(2, 7 * n, d).transpose(0, 1)
         q = patches[:, t].transpose(0, 1)
-        attended = block.attn(q + timed.time_encoding(torch.zeros(1), d), kv + pe.repeat_interleave(n, 0)[:, None], kv,
+        attended = block.attn(q + timed.temporal_encoding(torch.zeros(1), d), kv + pe.repeat_interleave(n, 0)[:, None], kv,
                               need_weights=False)[0]
         x = block.norm1(q + attended)
         expected = block.norm2(x + block.linear2(torch.relu(block.linear1(x))))

@@ -85,9 +85,10 @@ class MaskPriorGenerator(nn.Module):
         self.coord_head = nn.Linear(embed_dim, 2) if produce_prior and coord_prior else None
         self.global_proj = nn.Linear(embed_dim, out_dim)
 
-    def temporal_encoding(self, positions: torch.Tensor) -> torch.Tensor:
-        """[T] frame positions -> [T, C] sine encoding added to V_g (as the released model)."""
-        return get_1d_sine_pe(positions.float(), dim=self.out_dim)
+    def temporal_encoding(self, positions: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """[T] frame positions -> [T, dim] sine encoding: added to V_g (dim C, as the released
+        model), and with ``relative_time`` to Eq. 2's queries and keys (dim D, frame offsets)."""
+        return get_1d_sine_pe(positions.float(), dim=dim or self.out_dim)
 
     def contextualise(self, patches: torch.Tensor, context: torch.Tensor | None = None, *,
                       causal: bool = False) -> torch.Tensor:
@@ -97,16 +98,14 @@ class MaskPriorGenerator(nn.Module):
         streaming engine computes them."""
         if self.spatiotemporal is None:
             return patches
+        if causal and context is not None:
+            raise ValueError("causal self-attention takes no separate context")
         if self.relative_time:
             return self._contextualise_relative(patches, context, causal=causal)
         b, tq, n, d = patches.shape
         q = patches.reshape(b, tq * n, d).transpose(0, 1)
         kv = None if context is None else context.reshape(b, -1, d).transpose(0, 1)
-        mask = None
-        if causal:
-            if context is not None:
-                raise ValueError("causal self-attention takes no separate context")
-            mask = causal_mask(tq, n, n, device=patches.device)
+        mask = causal_mask(tq, n, n, device=patches.device) if causal else None
         return self.spatiotemporal(q, kv, attn_mask=mask).transpose(0, 1).reshape(b, tq, n, d)
 
     def _contextualise_relative(self, patches: torch.Tensor, context: torch.Tensor | None, *, causal: bool) -> torch.Tensor:
@@ -116,27 +115,20 @@ class MaskPriorGenerator(nn.Module):
         offsets -(W-1)..0 that the same frame gets inside a clip."""
         b, tq, n, d = patches.shape
         ctx = patches if context is None else context
-        if causal and context is not None:
-            raise ValueError("causal self-attention takes no separate context")
         first = ctx.shape[1] - tq
         if first < 0:
             raise ValueError(f"{tq} query frames do not fit in a context of {ctx.shape[1]}")
-        query_pos = self.time_encoding(torch.zeros(1, device=patches.device), d).to(patches.dtype)[:, None]
+        query_pos = self.temporal_encoding(torch.zeros(1, device=patches.device), d).to(patches.dtype)[:, None]
         rows = []
         for i in range(tq):
             t = first + i
             keys = ctx[:, : t + 1] if causal else ctx
             offsets = torch.arange(keys.shape[1], device=patches.device) - t
-            key_pos = self.time_encoding(offsets, d).to(patches.dtype).repeat_interleave(n, 0)[:, None]
+            key_pos = self.temporal_encoding(offsets, d).to(patches.dtype).repeat_interleave(n, 0)[:, None]
             kv = keys.reshape(b, -1, d).transpose(0, 1)
             out = self.spatiotemporal(patches[:, i].transpose(0, 1), kv, query_pos=query_pos, context_pos=key_pos)
             rows.append(out.transpose(0, 1))
         return torch.stack(rows, dim=1)
-
-    @staticmethod
-    def time_encoding(offsets: torch.Tensor, dim: int) -> torch.Tensor:
-        """[K] frame offsets -> [K, dim] sine encoding of Eq. 2's ``relative_time``."""
-        return get_1d_sine_pe(offsets.float(), dim=dim)
 
     def class_tokens(self, cls: torch.Tensor, contextual: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
         """V'_cls: cls [B, Tq, D] attend to all V' tokens contextual [B, Tk, N, D] (Eq. 2);
