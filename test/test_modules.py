@@ -230,6 +230,41 @@ def test_relative_time_orders_the_frames_and_keeps_the_streaming_cache_exact():
         torch.testing.assert_close(timed.contextualise(patches)[:, t], expected.transpose(0, 1))
 
 
+@pytest.mark.parametrize("relative_time", [False, True], ids=["paper", "relative_time"])
+def test_frame_difference_adds_each_frames_change_and_keeps_the_streaming_cache_exact(relative_time):
+    """``mpg.frame_difference``: before Eq. 2 every frame's patches get ``L(V_t - V_{t-1})``
+    (zero for the window's first frame). L starts at zero, so the option changes nothing until
+    trained; the newest frame's row against its window equals its row in a causal clip."""
+    torch.manual_seed(0)
+    d, n = 16, 9
+    patches = torch.randn(2, 6, n, d)
+    kw = dict(embed_dim=d, out_dim=8, num_heads=2, ffn_dim=32, relative_time=relative_time)
+    plain = MaskPriorGenerator(**kw).eval()
+    moving = MaskPriorGenerator(**kw, frame_difference=True).eval()
+    missing = moving.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["motion_proj.bias", "motion_proj.weight"]
+    with torch.no_grad():
+        torch.testing.assert_close(moving.contextualise(patches, causal=True), plain.contextualise(patches, causal=True))
+        torch.nn.init.normal_(moving.motion_proj.weight, std=0.3)
+        torch.nn.init.normal_(moving.motion_proj.bias, std=0.3)
+
+        # the equation: the plain Eq. 2 on V_t + L(V_t - V_{t-1}), the first frame's change zero
+        previous = torch.cat([patches[:, :1], patches[:, :-1]], dim=1)
+        moved = patches + moving.motion_proj(patches - previous)
+        torch.testing.assert_close(moving.contextualise(patches, causal=True), plain.contextualise(moved, causal=True))
+        still = patches[:, :1].expand(-1, 6, -1, -1)  # a frame that does not change gets L's bias only
+        torch.testing.assert_close(moving.contextualise(still, causal=True),
+                                   plain.contextualise(still + moving.motion_proj.bias, causal=True))
+
+        full = moving.contextualise(patches, causal=True)
+        for t in range(6):  # the engine: the newest frame against the window that ends with it
+            torch.testing.assert_close(moving.contextualise(patches[:, t : t + 1], patches[:, : t + 1])[:, 0], full[:, t])
+        late = moving.contextualise(patches[:, 2:], causal=True)  # a window that slid by two frames
+        torch.testing.assert_close(moving.contextualise(patches[:, 5:6], patches[:, 2:6])[:, 0], late[:, -1])
+        with pytest.raises(ValueError, match="do not fit"):
+            moving.contextualise(patches[:, :3], patches[:, :2])
+
+
 def test_patch_positions_of_a_model_built_from_scratch_start_as_2d_sincos():
     from mpg_sam2_ros.core.config import Beit3Config, ConfigError, ModelConfig
     from mpg_sam2_ros.core.modeling.multimodal_encoder import MultimodalEncoder, sincos_2d

@@ -25,11 +25,15 @@ def _clip(t=5, h=72, w=96, seed=0):
                          frame_names=[str(i) for i in range(t)], frames=frames, masks=masks)
 
 
-@pytest.mark.parametrize("relative_time", [False, True], ids=["paper", "relative_time"])
-def test_engine_equals_causal_training_forward(small_model, tokenizer, relative_time):
-    if relative_time:  # Eq. 2 with frame offsets on its keys (mpg.relative_time)
+@pytest.mark.parametrize("overrides", [[], ["mpg.relative_time=true"], ["mpg.relative_time=true", "mpg.frame_difference=true"]],
+                         ids=["paper", "relative_time", "frame_difference"])
+def test_engine_equals_causal_training_forward(small_model, tokenizer, overrides):
+    if overrides:  # Eq. 2 with frame offsets on its keys / with each frame's change (not in the paper)
         torch.manual_seed(0)
-        model = build_model(load_model_config("cpu_small", ["mpg.relative_time=true"])).eval()
+        model = build_model(load_model_config("cpu_small", overrides)).eval()
+        if model.mask_prior.motion_proj is not None:  # zero at start: make it do something
+            with torch.no_grad():
+                torch.nn.init.normal_(model.mask_prior.motion_proj.weight, std=0.05)
     else:
         model = copy.deepcopy(small_model).eval()
     with torch.no_grad():  # random weights say "absent" (masks all -1024): make the object present

@@ -117,6 +117,12 @@ class MPGConfig:
         [-1, 1]), with (a_x, a_y) a Linear of V'_cls: a direct path for "on the left" / "at
         the top", which otherwise must come from the product of [CLS] and patch features.
         Not in the paper. Adds 2 x (D + 1) weights.
+      frame_difference: before Eq. 2, add ``L(V_t - V_{t-1})`` to each frame's patches, a
+        Linear of their change since the window's previous frame (zero for its first frame):
+        a direct cue for "moving up" / "moving left", which Eq. 2's softmax attention can only
+        build by matching a patch with itself across frames. Not in the paper. Computed
+        inside the window, so the streaming cache stays exact. Adds D x (D + 1) weights,
+        zero at start.
     """
 
     enabled: bool = True
@@ -128,6 +134,7 @@ class MPGConfig:
     dropout: float = 0.1
     relative_time: bool = False
     coord_prior: bool = False
+    frame_difference: bool = False
 
 
 @dataclass(frozen=True)

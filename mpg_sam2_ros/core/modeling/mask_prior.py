@@ -53,6 +53,9 @@ class MaskPriorGenerator(nn.Module):
         from the query frame (``MPGConfig.relative_time``; not in the paper).
       coord_prior: M_p's logit gets a term linear in each cell's (x, y), with slopes read
         from V'_cls (``MPGConfig.coord_prior``; not in the paper).
+      frame_difference: before Eq. 2 each frame's patches get a Linear of their change from the
+        previous frame of the window, ``V_t + L(V_t - V_{t-1})`` (zero for the window's first
+        frame; ``MPGConfig.frame_difference``; not in the paper).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class MaskPriorGenerator(nn.Module):
         global_feature: str = "masked",
         relative_time: bool = False,
         coord_prior: bool = False,
+        frame_difference: bool = False,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -84,6 +88,11 @@ class MaskPriorGenerator(nn.Module):
         self.mask_head = nn.Linear(embed_dim, 1) if produce_prior else None
         self.coord_head = nn.Linear(embed_dim, 2) if produce_prior and coord_prior else None
         self.global_proj = nn.Linear(embed_dim, out_dim)
+        self.motion_proj = None
+        if frame_difference:  # starts at zero: a model trained without it is unchanged at first
+            self.motion_proj = nn.Linear(embed_dim, embed_dim)
+            nn.init.zeros_(self.motion_proj.weight)
+            nn.init.zeros_(self.motion_proj.bias)
 
     def temporal_encoding(self, positions: torch.Tensor, dim: int | None = None) -> torch.Tensor:
         """[T] frame positions -> [T, dim] sine encoding: added to V_g (dim C, as the released
@@ -100,6 +109,8 @@ class MaskPriorGenerator(nn.Module):
             return patches
         if causal and context is not None:
             raise ValueError("causal self-attention takes no separate context")
+        if self.motion_proj is not None:
+            patches, context = self._with_motion(patches, context)
         if self.relative_time:
             return self._contextualise_relative(patches, context, causal=causal)
         b, tq, n, d = patches.shape
@@ -107,6 +118,20 @@ class MaskPriorGenerator(nn.Module):
         kv = None if context is None else context.reshape(b, -1, d).transpose(0, 1)
         mask = causal_mask(tq, n, n, device=patches.device) if causal else None
         return self.spatiotemporal(q, kv, attn_mask=mask).transpose(0, 1).reshape(b, tq, n, d)
+
+    def _with_motion(self, patches: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``frame_difference``: ``V_t + L(V_t - V_{t-1})`` over the frames of ``context``
+        (default: ``patches``), the first frame's difference taken as zero; the queries are
+        the last Tq of those frames, as the engine passes its newest frame and its window."""
+        frames = patches if context is None else context
+        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+        moved = frames + self.motion_proj(frames - previous)
+        if context is None:
+            return moved, None
+        tq = patches.shape[1]
+        if tq > moved.shape[1]:
+            raise ValueError(f"{tq} query frames do not fit in a context of {moved.shape[1]}")
+        return moved[:, moved.shape[1] - tq :], moved
 
     def _contextualise_relative(self, patches: torch.Tensor, context: torch.Tensor | None, *, causal: bool) -> torch.Tensor:
         """Eq. 2 with ``relative_time``: one attention per query frame, whose keys carry their
