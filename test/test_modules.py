@@ -265,6 +265,46 @@ def test_frame_difference_adds_each_frames_change_and_keeps_the_streaming_cache_
             moving.contextualise(patches[:, :3], patches[:, :2])
 
 
+def test_motion_stem_reads_the_change_of_each_patch_and_is_silent_without_a_previous_frame():
+    """``mpg.motion_stem``: per BEiT-3 patch, (I_t, I_t - I_{t-1}) -> conv -> GELU -> 1x1 conv,
+    added to the patches by ``encode_multimodal``; zero at start, zero for a row whose previous
+    frame is itself, and local: a change inside one patch moves only that patch's row."""
+    from mpg_sam2_ros.core.config import load_model_config
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.motion_stem=8"])).eval()
+    stem, m = model.mask_prior.motion_stem, model.config.beit3.img_size
+    p = model.config.beit3.patch_size
+    images, previous = torch.randn(2, 3, m, m), torch.randn(2, 3, m, m)
+    ids, pad = model_tokens(model)
+    with torch.no_grad():
+        plain = model.encode_multimodal(images, ids, pad)
+        torch.testing.assert_close(model.encode_multimodal(images, ids, pad, previous=previous).patches, plain.patches)
+        torch.nn.init.normal_(stem[2].weight, std=0.1)
+        torch.nn.init.normal_(stem[2].bias, std=0.1)
+        moved = model.encode_multimodal(images, ids, pad, previous=previous).patches
+        expected = stem(torch.cat([images, images - previous], 1)).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(moved, plain.patches + expected)
+        first = torch.stack([previous[0], images[1]])  # row 1 has no previous frame: passes itself
+        out = model.mask_prior.pixel_motion(images, first)
+        assert out[1].abs().max() == 0 and out[0].abs().max() > 0
+        nudged = previous.clone()
+        nudged[:, :, :p, :p] += 1.0  # a change in the first patch only
+        delta = model.mask_prior.pixel_motion(images, nudged) - model.mask_prior.pixel_motion(images, previous)
+        assert delta[:, 0].abs().max() > 0 and delta[:, 1:].abs().max() == 0
+        with pytest.raises(ValueError, match="differ in shape"):
+            model.mask_prior.pixel_motion(images, previous[:1])
+    no_stem = build_model(load_model_config("cpu_small")).mask_prior
+    with pytest.raises(ValueError, match="no motion stem"):
+        no_stem.pixel_motion(images, previous)
+
+
+def model_tokens(model, batch=2):
+    vocab = model.config.beit3.vocab_size
+    ids = torch.randint(3, vocab, (batch, 6))
+    return ids, torch.zeros(batch, 6, dtype=torch.bool)
+
+
 def test_patch_positions_of_a_model_built_from_scratch_start_as_2d_sincos():
     from mpg_sam2_ros.core.config import Beit3Config, ConfigError, ModelConfig
     from mpg_sam2_ros.core.modeling.multimodal_encoder import MultimodalEncoder, sincos_2d

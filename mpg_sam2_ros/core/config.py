@@ -123,6 +123,13 @@ class MPGConfig:
         build by matching a patch with itself across frames. Not in the paper. Computed
         inside the window, so the streaming cache stays exact. Adds D x (D + 1) weights,
         zero at start.
+      motion_stem: hidden channels of a small conv stem (0: none) that reads motion from the
+        pixels: per BEiT-3 patch, ``(I_t, I_t - I_{t-1})`` -> conv (patch size) -> GELU ->
+        1x1 conv -> D, added to the frame's BEiT-3 patches before Eq. 2 (zero for a frame
+        whose previous frame is unknown). BEiT-3's patches, after their transformer, hardly
+        tell which way an object moved within a patch (a linear read-out of their change
+        names the direction for about half of the objects); the pixels do. Not in the paper.
+        The last layer starts at zero.
     """
 
     enabled: bool = True
@@ -135,6 +142,7 @@ class MPGConfig:
     relative_time: bool = False
     coord_prior: bool = False
     frame_difference: bool = False
+    motion_stem: int = 0
 
 
 @dataclass(frozen=True)

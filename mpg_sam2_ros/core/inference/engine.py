@@ -191,6 +191,7 @@ class StreamingEngine:
         self._size: tuple[int, int] | None = None
         self._pending: deque[_Pending] = deque()
         self._reset_flag = True
+        self._previous_mm: torch.Tensor | None = None  # the last frame's BEiT-3 input (mpg.motion_stem)
         for oid, state in list(self._objects.items()):
             self._objects[oid] = self._fresh_state(oid, state.tokens)
 
@@ -211,6 +212,7 @@ class StreamingEngine:
         index = self._frame_index
         self._frame_index += 1
         self._encode_commands(inputs.mm)
+        self._previous_mm = inputs.mm
         self._pending.append(_Pending(index, stamp, size, features, started))
         if len(self._pending) <= self.config.lookahead:
             return None
@@ -234,7 +236,9 @@ class StreamingEngine:
             ids, padding = self.tokenizer.pad([s.tokens for s in states])
             self._command_batch = (ids.to(model.device), padding.to(model.device))
         ids, padding = self._command_batch
-        mm = model.encode_multimodal(mm_image.expand(len(states), -1, -1, -1), ids, padding)
+        previous = mm_image if self._previous_mm is None else self._previous_mm  # a stream's first frame: none
+        n = len(states)
+        mm = model.encode_multimodal(mm_image.expand(n, -1, -1, -1), ids, padding, previous=previous.expand(n, -1, -1, -1))
         incremental = self.config.lookahead == 0
         sparse = model.sparse_prompt(mm.cls) if incremental and model.sparse_prompt is not None else None
         text_proj = None

@@ -72,8 +72,9 @@ class OfflineRunner:
         ids, padding = ids.to(device), padding.to(device)
         mm_images = torch.cat([self.preprocess(f).mm for f in frames])
         # object-major rows: all frames of command 0, then command 1, ...
-        per_text = [model.encode_multimodal(mm_images, ids[j : j + 1].expand(t, -1), padding[j : j + 1].expand(t, -1))
-                    for j in range(k)]
+        previous = torch.cat([mm_images[:1], mm_images[:-1]])  # the clip's first frame has none (itself)
+        per_text = [model.encode_multimodal(mm_images, ids[j : j + 1].expand(t, -1), padding[j : j + 1].expand(t, -1),
+                                            previous=previous) for j in range(k)]
         ctx = model.global_context(MultimodalFeatures.cat(per_text), batch=k)
         memory = MemoryBank(num_maskmem=model.sam2.num_maskmem, max_obj_ptrs=model.sam2.max_obj_ptrs_in_encoder)
         for i, frame in enumerate(frames):

@@ -60,6 +60,8 @@ def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_we
             relative_time=m.relative_time,
             coord_prior=m.coord_prior,
             frame_difference=m.frame_difference,
+            motion_stem=m.motion_stem,
+            motion_patch=cfg.beit3.patch_size,
         )
         # [CLS] -> MLP (D -> D -> C) sparse prompt, Sec. 3.5
         sparse = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c)) if cfg.sparse_prompt else None

@@ -56,6 +56,10 @@ class MaskPriorGenerator(nn.Module):
       frame_difference: before Eq. 2 each frame's patches get a Linear of their change from the
         previous frame of the window, ``V_t + L(V_t - V_{t-1})`` (zero for the window's first
         frame; ``MPGConfig.frame_difference``; not in the paper).
+      motion_stem, motion_patch: hidden channels (0: none) and patch size of a small conv
+        stem that reads motion from the pixels of a frame and its previous one
+        (``pixel_motion``, added to the frame's patches; ``MPGConfig.motion_stem``; not in
+        the paper).
     """
 
     def __init__(
@@ -73,6 +77,8 @@ class MaskPriorGenerator(nn.Module):
         relative_time: bool = False,
         coord_prior: bool = False,
         frame_difference: bool = False,
+        motion_stem: int = 0,
+        motion_patch: int = 16,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -93,6 +99,27 @@ class MaskPriorGenerator(nn.Module):
             self.motion_proj = nn.Linear(embed_dim, embed_dim)
             nn.init.zeros_(self.motion_proj.weight)
             nn.init.zeros_(self.motion_proj.bias)
+        self.motion_stem = None
+        if motion_stem:  # pixels of (I_t, I_t - I_{t-1}) per patch -> D; the last layer starts at zero
+            self.motion_stem = nn.Sequential(nn.Conv2d(6, motion_stem, motion_patch, stride=motion_patch), nn.GELU(),
+                                             nn.Conv2d(motion_stem, embed_dim, 1))
+            nn.init.zeros_(self.motion_stem[2].weight)
+            nn.init.zeros_(self.motion_stem[2].bias)
+
+    def pixel_motion(self, images: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """``motion_stem``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3
+        inputs) against their previous frames ``previous`` (same shape), read from the pixels
+        of each patch of ``(I_t, I_t - I_{t-1})``: the patch grid is BEiT-3's, so the result
+        adds to its patches V. A row whose previous frame is the frame itself (a stream's or
+        a clip's first frame: nothing is known of its motion) gets zeros."""
+        if self.motion_stem is None:
+            raise ValueError("this MPG has no motion stem (mpg.motion_stem)")
+        if images.shape != previous.shape:
+            raise ValueError(f"frames {tuple(images.shape)} and previous frames {tuple(previous.shape)} differ in shape")
+        change = images - previous
+        out = self.motion_stem(torch.cat([images, change], dim=1)).flatten(2).transpose(1, 2)
+        known = change.flatten(1).abs().amax(dim=1) > 0
+        return out * known[:, None, None].to(out.dtype)
 
     def temporal_encoding(self, positions: torch.Tensor, dim: int | None = None) -> torch.Tensor:
         """[T] frame positions -> [T, dim] sine encoding: added to V_g (dim C, as the released

@@ -173,11 +173,19 @@ class MPGSAM2(nn.Module):
         _, feats, pos, sizes = self.sam2._prepare_backbone_features(backbone_out)
         return ImageFeatures(list(feats), list(pos), list(sizes))
 
-    def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor) -> MultimodalFeatures:
-        """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1)."""
+    def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor,
+                          previous: torch.Tensor | None = None) -> MultimodalFeatures:
+        """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1).
+
+        ``previous`` [B, 3, m, m]: each row's previous frame, for the MPG's motion stem
+        (``mpg.motion_stem``), whose output is added to the patches; a row without a previous
+        frame passes the frame itself. Ignored by a model without the stem."""
         if not images.is_floating_point():
             raise TypeError(f"images must be a float tensor, got {images.dtype}")
-        return self.multimodal_encoder(images, text_ids, text_padding)
+        mm = self.multimodal_encoder(images, text_ids, text_padding)
+        if previous is not None and self.mask_prior.motion_stem is not None:
+            mm.patches = mm.patches + self.mask_prior.pixel_motion(images, previous).to(mm.patches.dtype)
+        return mm
 
     # ----- window-level context -------------------------------------------------------
     def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None,
