@@ -549,6 +549,36 @@ def test_words_loss_asks_the_class_token_for_every_word(split, tmp_path):
         train_mod.ReferringLoss(LossConfig(words=1.0, similarity=0.0))
 
 
+def test_motion_words_ask_the_motion_stem_under_the_target_for_the_words(split, tmp_path):
+    """loss.motion_words: the motion stem's features (pixels only) averaged over the target's
+    cells of frames 1..T-1 name the command's words; logged and weighted in the prior stage,
+    refused for a model without the stem."""
+    from mpg_sam2_ros.training.losses import region_mean
+
+    features = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)  # 2 x 2 cells
+    target = torch.zeros(2, 3, 8, 8)
+    target[0, 0] = 1  # frame 0 is left out (no previous frame)
+    target[0, 1, :4, :4] = 1  # frame 1: the whole top-left cell
+    target[0, 2, 4:, 4:6] = 1  # frame 2: half of the bottom-right cell
+    pooled, seen = region_mean(features, target)
+    torch.testing.assert_close(pooled[0], (1.0 * features[0, 1, 0] + 0.5 * features[0, 2, 3]) / 1.5)
+    assert seen.tolist() == [True, False] and pooled[1].abs().max() == 0
+
+    recipe = _recipe(tmp_path / "m.yaml", split, stage="prior", steps=2, checkpoint_every=2, log_every=1,
+                     loss={"prior": 10.0, "prior_dice": 1.0, "motion_words": 0.5},
+                     model_overrides=["mpg.motion_stem=4"])
+    assert _train("--config", str(recipe), "--out", str(tmp_path / "m")) == 0
+    _, rows = _log_rows(tmp_path / "m")
+    for r in rows:
+        assert float(r["motion_words"]) > 1.0 and float(r["words"]) == 0.0
+        expected_total = 10 * float(r["prior"]) + float(r["prior_dice"]) + 0.5 * float(r["motion_words"])
+        assert float(r["total"]) == pytest.approx(expected_total, rel=1e-5)
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert "mask_prior.motion_stem.2.weight" in state and float(state["mask_prior.motion_stem.2.weight"].abs().max()) > 0
+    no_stem = _recipe(tmp_path / "n.yaml", split, stage="prior", steps=1, loss={"prior": 1.0, "motion_words": 0.5})
+    assert _train("--config", str(no_stem), "--out", str(tmp_path / "n")) != 0
+
+
 def test_prior_losses_and_the_stage_validation():
     from mpg_sam2_ros.training.config import ConfigError
     from mpg_sam2_ros.training.losses import prior_dice_loss, prior_loss

@@ -71,6 +71,13 @@ class LossConfig:
       to the words that pay off first (colour, shape) and never learns to read "left" or
       "moving": their embeddings get almost no gradient (docs/training_experiments.md).
       Default off.
+    motion_words: weight of the same bag-of-words loss on the MPG's motion stem
+      (``mpg.motion_stem``, which sees pixels only, never the text): its features, averaged
+      over the target's cells of every frame after the first (``region_mean``), must tell
+      which words the command has. So the stem learns what "moving up" looks like from the
+      words alone, before Eq. 3's product with V'_cls has anything to align it with (with both
+      sides starting from nothing, the prior stayed at chance on motion). Not in the paper.
+      Default off.
     """
 
     focal: float = 2.0
@@ -85,9 +92,10 @@ class LossConfig:
     prior: float = 0.0
     prior_dice: float = 0.0
     words: float = 0.0
+    motion_words: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (*TERMS, "prior", "prior_dice", "words")
+        weights = (*TERMS, "prior", "prior_dice", "words", "motion_words")
         for name in weights:
             w = getattr(self, name)
             if not _is_number(w) or w < 0:
@@ -266,6 +274,21 @@ class WordPresence(nn.Module):
         return (bce * self.keep).sum(-1).mean()
 
 
+def region_mean(features: Tensor, target: Tensor, first: int = 1) -> tuple[Tensor, Tensor]:
+    """Mean of per-cell ``features`` [B, T, N, D] (N = g x g, raster order) over the target's
+    cells, weighted by the share of each cell the target ``target`` [B, T, S, S] covers, over
+    frames ``first``..T-1 together -> ([B, D], bool [B]: clips where the target covers any
+    cell of those frames; the others' rows are zero)."""
+    b, t, n, _ = features.shape
+    g = int(round(n**0.5))
+    if g * g != n:
+        raise ValueError(f"{n} cells are not a square grid")
+    weight = F.adaptive_avg_pool2d(target[:, first:].float(), g).flatten(2)  # [B, T-first, N]
+    total = weight.sum(dim=(1, 2))
+    pooled = torch.einsum("btn,btnd->bd", weight, features[:, first:].float())
+    return pooled / total.clamp_min(1e-6)[:, None], total > 0
+
+
 class ReferringLoss(nn.Module):
     """Focal + dice (+ L_sim) on the final masks (official MPG-SAM 2, DESIGN §7) and SAM 2's
     presence and IoU terms, for one object's clip of T frames at SAM 2 input size S.
@@ -285,15 +308,18 @@ class ReferringLoss(nn.Module):
     """
 
     def __init__(self, config: LossConfig, similarity: MaskTextSimilarity | None = None,
-                 words: WordPresence | None = None) -> None:
+                 words: WordPresence | None = None, motion_words: WordPresence | None = None) -> None:
         super().__init__()
         if config.similarity > 0 and similarity is None:
             raise ValueError("config.similarity > 0 needs a MaskTextSimilarity module (or set similarity: 0)")
         if config.words > 0 and words is None:
             raise ValueError("config.words > 0 needs a WordPresence module (or set words: 0)")
+        if config.motion_words > 0 and motion_words is None:
+            raise ValueError("config.motion_words > 0 needs a WordPresence module (or set motion_words: 0)")
         self.config = config
         self.similarity = similarity
         self.words = words
+        self.motion_words = motion_words
 
     def _choose(
         self, multimask: Tensor, single: Tensor, iou_pred: Tensor, target: Tensor, present: Tensor

@@ -38,9 +38,10 @@ from ..core.text import TextTokenizer
 from .config import TrainConfig, load_training_config
 from .datasets import Augment, ClipDataset, MeViS, RefCOCO, RefDAVIS17, RefYouTubeVOS, ReferringSplit
 from .forward import forward_clips, forward_prior, make_batch
-from .losses import TERMS, MaskTextSimilarity, ReferringLoss, WordPresence, prior_dice_loss, prior_loss
+from .losses import TERMS, MaskTextSimilarity, ReferringLoss, WordPresence, prior_dice_loss, prior_loss, region_mean
 
-LOG_TERMS = (*TERMS, "prior", "prior_dice", "words")
+PRIOR_TERMS = ("prior", "prior_dice", "words", "motion_words")
+LOG_TERMS = (*TERMS, *PRIOR_TERMS)
 # what the prior stage trains (everything else is frozen there)
 PRIOR_STAGE_MODULES = ("multimodal_encoder.", "mask_prior.")
 
@@ -305,7 +306,12 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
     words = None
     if cfg.loss.words > 0:
         words = WordPresence(model.config.beit3.embed_dim, model.config.beit3.vocab_size, tokenizer.special_ids)
-    loss_fn = ReferringLoss(loss_cfg, similarity, words).to(device)
+    motion_words = None
+    if cfg.loss.motion_words > 0:
+        if model.mask_prior.motion_stem is None:
+            raise TrainingError("loss.motion_words trains the MPG's motion stem, and this model has none (mpg.motion_stem)")
+        motion_words = WordPresence(model.config.beit3.embed_dim, model.config.beit3.vocab_size, tokenizer.special_ids)
+    loss_fn = ReferringLoss(loss_cfg, similarity, words, motion_words).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, loss_fn, cfg), betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     split = build_split(cfg, dist)
@@ -431,11 +437,12 @@ class ClipStep(torch.nn.Module):
         self.model, self.loss, self.causal, self.stage = model, loss, causal, stage
 
     def _prior_terms(self, prior: torch.Tensor | None, cls: torch.Tensor | None, batch) -> dict:
-        """The terms on BEiT-3 and the MPG: prior, prior_dice and words, and their weighted sum."""
+        """The terms on BEiT-3 and the MPG: prior, prior_dice, words and motion_words, and their
+        weighted sum."""
         w = self.loss.config
         target = batch.target
         zero = torch.zeros((), device=target.device)
-        terms = {"prior": zero, "prior_dice": zero, "words": zero}
+        terms = {k: zero for k in PRIOR_TERMS}
         if prior is not None:
             if w.prior > 0:
                 terms["prior"] = prior_loss(prior, target)
@@ -443,8 +450,21 @@ class ClipStep(torch.nn.Module):
                 terms["prior_dice"] = prior_dice_loss(prior, target)
         if w.words > 0 and cls is not None:
             terms["words"] = self.loss.words(cls, batch.ids, batch.padding)
-        terms["weighted"] = w.prior * terms["prior"] + w.prior_dice * terms["prior_dice"] + w.words * terms["words"]
+        if w.motion_words > 0 and batch.mm.shape[1] > 1:
+            terms["motion_words"] = self._motion_words(batch)
+        terms["weighted"] = sum(getattr(w, k) * terms[k] for k in PRIOR_TERMS)
         return terms
+
+    def _motion_words(self, batch) -> torch.Tensor:
+        """``loss.motion_words``: the motion stem's features of frames 1..T-1 against their
+        previous frames, averaged over the target's cells, name the command's words."""
+        b, t = batch.mm.shape[:2]
+        previous = torch.cat([batch.mm[:, :1], batch.mm[:, :-1]], dim=1)
+        motion = self.model.mask_prior.pixel_motion(batch.mm.flatten(0, 1), previous.flatten(0, 1))
+        pooled, seen = region_mean(motion.reshape(b, t, *motion.shape[1:]), batch.target)
+        if not bool(seen.any()):
+            return torch.zeros((), device=batch.mm.device)
+        return self.loss.motion_words(pooled[seen][:, None], batch.ids[seen], batch.padding[seen])
 
     def forward(self, batch) -> dict:
         """Mean over the B clips of the per-clip loss terms."""
@@ -452,7 +472,7 @@ class ClipStep(torch.nn.Module):
             prior, cls = forward_prior(self.model, batch, causal=self.causal, with_cls=True)
             terms = self._prior_terms(prior, cls, batch)
             zero = torch.zeros((), device=batch.target.device)
-            return {**{k: zero for k in TERMS}, **{k: terms[k] for k in ("prior", "prior_dice", "words")},
+            return {**{k: zero for k in TERMS}, **{k: terms[k] for k in PRIOR_TERMS},
                     "total": terms["weighted"]}
         o = forward_clips(self.model, batch, causal=self.causal)
         b = batch.target.shape[0]
@@ -464,7 +484,7 @@ class ClipStep(torch.nn.Module):
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0) + v / b
         terms = self._prior_terms(o.prior, o.cls, batch)
-        acc["prior"], acc["prior_dice"], acc["words"] = terms["prior"], terms["prior_dice"], terms["words"]
+        acc.update({k: terms[k] for k in PRIOR_TERMS})
         acc["total"] = acc["total"] + terms["weighted"]
         return acc
 
