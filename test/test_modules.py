@@ -266,7 +266,7 @@ def test_frame_difference_adds_each_frames_change_and_keeps_the_streaming_cache_
 
 
 def test_motion_stem_reads_the_change_of_each_patch_and_is_silent_without_a_previous_frame():
-    """``mpg.motion_stem``: per BEiT-3 patch, (I_t, I_t - I_{t-1}) -> conv -> GELU -> 1x1 conv,
+    """``mpg.motion_stem``: per BEiT-3 patch, (I_t, dI, dI * dI/dx, dI * dI/dy) -> conv -> GELU -> 1x1 conv,
     added to the patches by ``encode_multimodal``; zero at start, zero for a row whose previous
     frame is itself, and local: a change inside one patch moves only that patch's row."""
     from mpg_sam2_ros.core.config import load_model_config
@@ -283,7 +283,11 @@ def test_motion_stem_reads_the_change_of_each_patch_and_is_silent_without_a_prev
         torch.nn.init.normal_(stem[2].weight, std=0.1)
         torch.nn.init.normal_(stem[2].bias, std=0.1)
         moved = model.encode_multimodal(images, ids, pad, previous=previous).patches
-        expected = stem(torch.cat([images, images - previous], 1)).flatten(2).transpose(1, 2)
+        dx, dy = torch.zeros_like(images), torch.zeros_like(images)
+        dx[..., 1:-1] = (images[..., 2:] - images[..., :-2]) / 2
+        dy[..., 1:-1, :] = (images[..., 2:, :] - images[..., :-2, :]) / 2
+        change = images - previous
+        expected = stem(torch.cat([images, change, change * dx, change * dy], 1)).flatten(2).transpose(1, 2)
         torch.testing.assert_close(moved, plain.patches + expected)
         first = torch.stack([previous[0], images[1]])  # row 1 has no previous frame: passes itself
         out = model.mask_prior.pixel_motion(images, first)

@@ -124,8 +124,9 @@ class MPGConfig:
         inside the window, so the streaming cache stays exact. Adds D x (D + 1) weights,
         zero at start.
       motion_stem: hidden channels of a small conv stem (0: none) that reads motion from the
-        pixels: per BEiT-3 patch, ``(I_t, I_t - I_{t-1})`` -> conv (patch size) -> GELU ->
-        1x1 conv -> D, added to the frame's BEiT-3 patches before Eq. 2 (zero for a frame
+        pixels: per BEiT-3 patch, ``(I_t, dI, dI * dI_t/dx, dI * dI_t/dy)`` (``dI = I_t -
+        I_{t-1}``; the last two are optical flow's brightness-constancy terms) -> conv (patch
+        size) -> GELU -> 1x1 conv -> D, added to the frame's BEiT-3 patches before Eq. 2 (zero for a frame
         whose previous frame is unknown). BEiT-3's patches, after their transformer, hardly
         tell which way an object moved within a patch (a linear read-out of their change
         names the direction for about half of the objects); the pixels do. Not in the paper.

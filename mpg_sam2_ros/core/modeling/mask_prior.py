@@ -100,8 +100,8 @@ class MaskPriorGenerator(nn.Module):
             nn.init.zeros_(self.motion_proj.weight)
             nn.init.zeros_(self.motion_proj.bias)
         self.motion_stem = None
-        if motion_stem:  # pixels of (I_t, I_t - I_{t-1}) per patch -> D; the last layer starts at zero
-            self.motion_stem = nn.Sequential(nn.Conv2d(6, motion_stem, motion_patch, stride=motion_patch), nn.GELU(),
+        if motion_stem:  # pixels of (I_t, dI, dI * dI/dx, dI * dI/dy) per patch -> D; the last layer starts at zero
+            self.motion_stem = nn.Sequential(nn.Conv2d(12, motion_stem, motion_patch, stride=motion_patch), nn.GELU(),
                                              nn.Conv2d(motion_stem, embed_dim, 1))
             nn.init.zeros_(self.motion_stem[2].weight)
             nn.init.zeros_(self.motion_stem[2].bias)
@@ -109,15 +109,23 @@ class MaskPriorGenerator(nn.Module):
     def pixel_motion(self, images: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """``motion_stem``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3
         inputs) against their previous frames ``previous`` (same shape), read from the pixels
-        of each patch of ``(I_t, I_t - I_{t-1})``: the patch grid is BEiT-3's, so the result
-        adds to its patches V. A row whose previous frame is the frame itself (a stream's or
-        a clip's first frame: nothing is known of its motion) gets zeros."""
+        of each patch of ``(I_t, dI, dI * dI_t/dx, dI * dI_t/dy)`` with ``dI = I_t - I_{t-1}``:
+        the last two are the brightness-constancy terms of optical flow, whose sums over a
+        patch point against the motion whatever the contrast of object and background. The
+        patch grid is BEiT-3's, so the result adds to its patches V. A row whose previous
+        frame is the frame itself (a stream's or a clip's first frame: nothing is known of its
+        motion) gets zeros."""
         if self.motion_stem is None:
             raise ValueError("this MPG has no motion stem (mpg.motion_stem)")
         if images.shape != previous.shape:
             raise ValueError(f"frames {tuple(images.shape)} and previous frames {tuple(previous.shape)} differ in shape")
         change = images - previous
-        out = self.motion_stem(torch.cat([images, change], dim=1)).flatten(2).transpose(1, 2)
+        dx = torch.zeros_like(images)
+        dy = torch.zeros_like(images)
+        dx[..., 1:-1] = (images[..., 2:] - images[..., :-2]) / 2  # central differences, 0 at the border
+        dy[..., 1:-1, :] = (images[..., 2:, :] - images[..., :-2, :]) / 2
+        inputs = torch.cat([images, change, change * dx, change * dy], dim=1)
+        out = self.motion_stem(inputs).flatten(2).transpose(1, 2)
         known = change.flatten(1).abs().amax(dim=1) > 0
         return out * known[:, None, None].to(out.dtype)
 
