@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.inference.memory import MemoryBank
+from ..core.modeling.mask_prior import previous_frames
 from ..core.modeling.mpg_sam2 import MPGSAM2
 from ..core.text import TextTokenizer
 from .datasets import ReferringClip
@@ -81,10 +82,9 @@ def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTo
 def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool):
     """BEiT-3 on every frame of B clips and the MPG over each clip (Eqs. 1-3): (mm, context)."""
     b, t = batch.mm.shape[:2]
-    previous = torch.cat([batch.mm[:, :1], batch.mm[:, :-1]], dim=1)  # a clip's first frame has none (itself)
     mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
                                  batch.padding.repeat_interleave(t, 0),  # object-major rows, as global_context wants
-                                 previous=previous.flatten(0, 1))
+                                 previous=previous_frames(batch.mm).flatten(0, 1))
     return mm, model.global_context(mm, batch=b, causal=causal)
 
 

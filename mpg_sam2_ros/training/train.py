@@ -33,6 +33,7 @@ from ..core.checkpoint import (CheckpointError, load_beit3_checkpoint, load_sam2
                                read_checkpoint_config, save_checkpoint)
 from ..core.config import ConfigError, load_model_config, resolve_data_path
 from ..core.modeling import MPGSAM2, build_model
+from ..core.modeling.mask_prior import previous_frames
 from ..core.pipeline import load_tokenizer
 from ..core.text import TextTokenizer
 from .config import TrainConfig, load_training_config
@@ -459,8 +460,7 @@ class ClipStep(torch.nn.Module):
         """``loss.motion_words``: the motion stem's features of frames 1..T-1 against their
         previous frames, averaged over the target's cells, name the command's words."""
         b, t = batch.mm.shape[:2]
-        previous = torch.cat([batch.mm[:, :1], batch.mm[:, :-1]], dim=1)
-        motion = self.model.mask_prior.pixel_motion(batch.mm.flatten(0, 1), previous.flatten(0, 1))
+        motion = self.model.mask_prior.pixel_motion(batch.mm.flatten(0, 1), previous_frames(batch.mm).flatten(0, 1))
         pooled, seen = region_mean(motion.reshape(b, t, *motion.shape[1:]), batch.target)
         if not bool(seen.any()):
             return torch.zeros((), device=batch.mm.device)

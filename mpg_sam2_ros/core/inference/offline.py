@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..modeling.mask_prior import previous_frames
 from ..modeling.mpg_sam2 import MPGSAM2
 from ..modeling.multimodal_encoder import MultimodalFeatures
 from ..preprocess import FramePreprocessor, validate_frame
@@ -72,7 +73,7 @@ class OfflineRunner:
         ids, padding = ids.to(device), padding.to(device)
         mm_images = torch.cat([self.preprocess(f).mm for f in frames])
         # object-major rows: all frames of command 0, then command 1, ...
-        previous = torch.cat([mm_images[:1], mm_images[:-1]])  # the clip's first frame has none (itself)
+        previous = previous_frames(mm_images, dim=0)  # the clip's first frame has none (itself)
         per_text = [model.encode_multimodal(mm_images, ids[j : j + 1].expand(t, -1), padding[j : j + 1].expand(t, -1),
                                             previous=previous) for j in range(k)]
         ctx = model.global_context(MultimodalFeatures.cat(per_text), batch=k)

@@ -21,6 +21,13 @@ class MaskPriorOutput:
     global_feature: torch.Tensor
 
 
+def previous_frames(frames: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Each frame's previous frame along ``dim`` (the first frame's is itself: nothing is
+    known before it), for ``frame_difference`` and the motion stem."""
+    first = frames.narrow(dim, 0, 1)
+    return torch.cat([first, frames.narrow(dim, 0, frames.shape[dim] - 1)], dim=dim)
+
+
 def causal_mask(frames: int, rows_per_frame: int, keys_per_frame: int, device=None) -> torch.Tensor:
     """bool [frames * rows_per_frame, frames * keys_per_frame], True where a query row of frame
     t would attend to a key of a frame after t (block-causal over frames)."""
@@ -159,8 +166,7 @@ class MaskPriorGenerator(nn.Module):
         (default: ``patches``), the first frame's difference taken as zero; the queries are
         the last Tq of those frames, as the engine passes its newest frame and its window."""
         frames = patches if context is None else context
-        previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-        moved = frames + self.motion_proj(frames - previous)
+        moved = frames + self.motion_proj(frames - previous_frames(frames))
         if context is None:
             return moved, None
         tq = patches.shape[1]
