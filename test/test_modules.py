@@ -348,3 +348,71 @@ def test_coord_prior_adds_a_plane_with_slopes_read_from_the_class_token():
         expected = torch.sigmoid(torch.logit(plain(patches, cls).prior[:, :, 0], eps=0) + plane)
         torch.testing.assert_close(coord(patches, cls).prior[:, :, 0], expected, atol=1e-5, rtol=1e-4)
     assert MaskPriorGenerator(embed_dim=16, out_dim=8, num_heads=2, coord_prior=True, produce_prior=False).coord_head is None
+
+
+def test_block_flow_reads_an_objects_shift_against_the_cameras():
+    """``mask_prior.block_flow``: over a textured scene, the camera moves so that the background
+    shifts by (-2, +4) px in the view while a square moves (+6, 0) px in the world: the square's
+    cell reads (+6, 0), the cells away from it 0 (the camera's shift is taken out), and the
+    evidence is the square's cell's."""
+    from mpg_sam2_ros.core.modeling.mask_prior import block_flow
+
+    torch.manual_seed(0)
+    m, cell, size = 64, 16, 12
+    world = torch.randn(1, 3, m + 40, m + 40)
+    world = torch.nn.functional.avg_pool2d(world, 3, stride=1, padding=1)[0]  # texture coarser than a pixel
+    square = torch.full((3, size, size), 2.0)
+    square[1] = -2.0
+    square[:, 3:6, 3:6] = -2.0  # a mark inside, so the square has content to match
+
+    def view(cam_y, cam_x, y, x):
+        """The scene seen with the view's origin at world (20 + cam_y, 20 + cam_x), the square at world (y, x)."""
+        img = world[:, 20 + cam_y: 20 + cam_y + m, 20 + cam_x: 20 + cam_x + m].clone()
+        img[:, y - cam_y: y - cam_y + size, x - cam_x: x - cam_x + size] = square
+        return img
+
+    before = view(0, 0, 16, 16)
+    after = view(2, -4, 22, 16)  # in the view: background (-2, +4), square (+4, +4); in cell (1, 1) both times
+    moved, evidence = block_flow(after[None], before[None], cell=cell, radius=6)
+    g = m // cell
+    assert moved.shape == (1, 2, g, g) and evidence.shape == (1, 1, g, g)
+    assert moved[0, :, 1, 1].tolist() == [6.0, 0.0]
+    far = torch.ones(g, g, dtype=torch.bool)
+    far[:3, :3] = False  # cells that border the square may see it uncovered or covered
+    assert moved[0, :, far].abs().max() == 0
+    assert evidence[0, 0, 1, 1] > 0.5 and evidence[0, 0, 1, 1] == evidence.max()
+
+
+def test_block_flow_adds_each_patchs_velocity_and_is_silent_without_a_reference():
+    """``mpg.block_flow``: ``encode_multimodal`` adds ``flow_proj`` of (velocity / 4, evidence)
+    per patch, zero at start, zero for rows with gap 0; the velocity is the displacement over the
+    gap; rows of one frame repeated (several commands) give each row the same features."""
+    from mpg_sam2_ros.core.config import load_model_config
+    from mpg_sam2_ros.core.modeling.mask_prior import block_flow, frame_gaps, previous_frames
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.block_flow=3"])).eval()
+    mpg, m = model.mask_prior, model.config.beit3.img_size
+    images, reference = torch.randn(2, 3, m, m), torch.randn(2, 3, m, m)
+    ids, pad = model_tokens(model)
+    gaps = torch.tensor([3, 0])
+    with torch.no_grad():
+        plain = model.encode_multimodal(images, ids, pad)
+        torch.testing.assert_close(model.encode_multimodal(images, ids, pad, reference=reference, gaps=gaps).patches, plain.patches)
+        torch.nn.init.normal_(mpg.flow_proj[2].weight, std=0.1)
+        torch.nn.init.normal_(mpg.flow_proj[2].bias, std=0.1)
+        out = model.encode_multimodal(images, ids, pad, reference=reference, gaps=gaps).patches - plain.patches
+        moved, evidence = block_flow(images, reference, cell=model.config.beit3.patch_size, radius=mpg.block_flow_radius)
+        feats = torch.cat([moved / 3 / 4.0, evidence], 1).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(out[0], mpg.flow_proj(feats[0]))
+        assert out[1].abs().max() == 0
+        one = model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad, reference=reference[:1].expand(2, -1, -1, -1),
+                                      gaps=torch.tensor([3])).patches
+        flow = one - model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad).patches
+        torch.testing.assert_close(flow[0], out[0])
+        torch.testing.assert_close(flow[1], out[0])
+        with pytest.raises(ValueError, match="gap"):
+            model.encode_multimodal(images, ids, pad, reference=reference)
+    clip = torch.arange(5.0)[None, :, None]  # [B=1, T=5, 1]: frame t holds t
+    assert previous_frames(clip, gap=3)[0, :, 0].tolist() == [0, 0, 0, 0, 1]
+    assert frame_gaps(5, 3).tolist() == [0, 1, 2, 3, 3]

@@ -131,6 +131,15 @@ class MPGConfig:
         tell which way an object moved within a patch (a linear read-out of their change
         names the direction for about half of the objects); the pixels do. Not in the paper.
         The last layer starts at zero.
+      block_flow: frames back (0: none) for a camera-compensated block-matching flow: per
+        BEiT-3 patch, the shift (within ``block_flow_radius`` half-resolution pixels) that best
+        maps the frame ``block_flow`` frames back (fewer at a stream's start, never beyond the
+        window) onto the patch, minus the whole frame's best shift (pan and shake), divided by
+        the gap, with its matching evidence -> MLP -> D, added to the patches before Eq. 2.
+        Learned features of one frame pair did not name directions (docs/training_experiments.md):
+        the per-frame camera shake is as large as an object's step; over 3 frames it is not.
+        Not in the paper; no gradient flows into the matching. The last layer starts at zero.
+      block_flow_radius: the search radius of ``block_flow`` in half-resolution pixels.
     """
 
     enabled: bool = True
@@ -144,6 +153,8 @@ class MPGConfig:
     coord_prior: bool = False
     frame_difference: bool = False
     motion_stem: int = 0
+    block_flow: int = 0
+    block_flow_radius: int = 6
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,7 @@ class StreamingEngine:
         self._pending: deque[_Pending] = deque()
         self._reset_flag = True
         self._previous_mm: torch.Tensor | None = None  # the last frame's BEiT-3 input (mpg.motion_stem)
+        self._recent_mm: deque[torch.Tensor] = deque(maxlen=max(1, self.model.mask_prior.block_flow))  # (mpg.block_flow)
         for oid, state in list(self._objects.items()):
             self._objects[oid] = self._fresh_state(oid, state.tokens)
 
@@ -213,6 +214,7 @@ class StreamingEngine:
         self._frame_index += 1
         self._encode_commands(inputs.mm)
         self._previous_mm = inputs.mm
+        self._recent_mm.append(inputs.mm)
         self._pending.append(_Pending(index, stamp, size, features, started))
         if len(self._pending) <= self.config.lookahead:
             return None
@@ -238,7 +240,13 @@ class StreamingEngine:
         ids, padding = self._command_batch
         previous = mm_image if self._previous_mm is None else self._previous_mm  # a stream's first frame: none
         n = len(states)
-        mm = model.encode_multimodal(mm_image.expand(n, -1, -1, -1), ids, padding, previous=previous.expand(n, -1, -1, -1))
+        flow = {}
+        if model.mask_prior.block_flow:  # the frame block_flow back, never beyond the window; none at a stream's start
+            gap = min(len(self._recent_mm), model.mask_prior.block_flow, self.config.window - 1)
+            reference = self._recent_mm[-gap] if gap else mm_image
+            flow = {"reference": reference.expand(n, -1, -1, -1), "gaps": torch.tensor([gap], device=mm_image.device)}
+        mm = model.encode_multimodal(mm_image.expand(n, -1, -1, -1), ids, padding, previous=previous.expand(n, -1, -1, -1),
+                                     **flow)
         incremental = self.config.lookahead == 0
         sparse = model.sparse_prompt(mm.cls) if incremental and model.sparse_prompt is not None else None
         text_proj = None
@@ -376,6 +384,7 @@ class StreamingEngine:
                         total += t.numel() * t.element_size()
         for p in self._pending:
             total += sum(t.numel() * t.element_size() for t in p.features.vision_feats + p.features.vision_pos)
+        total += sum(t.numel() * t.element_size() for t in self._recent_mm)
         return total
 
 

@@ -62,6 +62,8 @@ def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_we
             frame_difference=m.frame_difference,
             motion_stem=m.motion_stem,
             motion_patch=cfg.beit3.patch_size,
+            block_flow=m.block_flow,
+            block_flow_radius=m.block_flow_radius,
         )
         # [CLS] -> MLP (D -> D -> C) sparse prompt, Sec. 3.5
         sparse = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c)) if cfg.sparse_prompt else None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
@@ -21,11 +22,47 @@ class MaskPriorOutput:
     global_feature: torch.Tensor
 
 
-def previous_frames(frames: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Each frame's previous frame along ``dim`` (the first frame's is itself: nothing is
-    known before it), for ``frame_difference`` and the motion stem."""
-    first = frames.narrow(dim, 0, 1)
-    return torch.cat([first, frames.narrow(dim, 0, frames.shape[dim] - 1)], dim=dim)
+def previous_frames(frames: torch.Tensor, dim: int = 1, gap: int = 1) -> torch.Tensor:
+    """Each frame's frame ``gap`` frames back along ``dim``, or the first frame when the clip
+    holds fewer (the first frame's own is itself: nothing is known before it), for
+    ``frame_difference``, the motion stem and the block flow (``frame_gaps`` says how far back
+    each one is)."""
+    n = frames.shape[dim]
+    index = torch.clamp(torch.arange(n, device=frames.device) - gap, min=0)
+    return frames.index_select(dim, index)
+
+
+def frame_gaps(frames: int, gap: int, device=None) -> torch.Tensor:
+    """[frames] how many frames back ``previous_frames(..., gap=gap)`` reached: min(t, gap)."""
+    return torch.clamp(torch.arange(frames, device=device), max=gap)
+
+
+def block_flow(images: torch.Tensor, reference: torch.Tensor, *, cell: int, radius: int,
+               margin: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block matching at half resolution: for each ``cell`` x ``cell`` cell of ``images``
+    [B, 3, m, m] (pixels at full resolution), the shift (dy, dx) within ``radius`` half-res
+    pixels that best maps ``reference`` onto it (sum of squared differences), minus the shift
+    that best maps most cells (the median cell's cost: the camera's pan and shake). A cell whose camera shift
+    matches within ``margin`` (relative) of its best keeps the camera's: a flat-coloured cell
+    (no texture to match) reads as still, not as noise. Returns (displacement [B, 2, g, g] in
+    full-resolution pixels, (dy, dx); evidence [B, 1, g, g] in [0, 1]: how much better the
+    cell's own shift matches than the camera's). Not differentiable (argmin), and needs none."""
+    a = F.avg_pool2d(images, 2)
+    b = F.pad(F.avg_pool2d(reference, 2), (radius,) * 4, mode="replicate")
+    h, w = a.shape[-2:]
+    half = cell // 2
+    shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    # content at a(y, x) came from reference(y - dy, x - dx): it moved by (dy, dx)
+    cost = torch.cat([F.avg_pool2d((a - b[:, :, radius - dy: radius - dy + h, radius - dx: radius - dx + w])
+                                   .square().sum(1, keepdim=True), half) for dy, dx in shifts], dim=1)  # [B, S, g, g]
+    table = torch.tensor(shifts, dtype=images.dtype, device=images.device)  # [S, 2]
+    camera = cost.flatten(2).median(2).values.argmin(1)  # [B]; the median cell: moving objects are a minority
+    at_camera = cost.gather(1, camera[:, None, None, None].expand(-1, 1, *cost.shape[2:]))
+    best = cost.amin(1, keepdim=True)
+    own = torch.where(at_camera <= best * (1 + margin) + 1e-6, camera[:, None, None, None], cost.argmin(1, keepdim=True))[:, 0]
+    moved = (table[own] - table[camera][:, None, None]).permute(0, 3, 1, 2) * 2
+    evidence = (at_camera - best) / (at_camera + 1e-6)
+    return moved, evidence
 
 
 def causal_mask(frames: int, rows_per_frame: int, keys_per_frame: int, device=None) -> torch.Tensor:
@@ -67,6 +104,10 @@ class MaskPriorGenerator(nn.Module):
         stem that reads motion from the pixels of a frame and its previous one
         (``pixel_motion``, added to the frame's patches; ``MPGConfig.motion_stem``; not in
         the paper).
+      block_flow: frames back (0: none) of the reference frame of ``block_motion``: each
+        patch's velocity against the camera by block matching, through a small MLP added to
+        the frame's patches (``MPGConfig.block_flow``; not in the paper).
+      block_flow_radius: its search radius in half-resolution pixels.
     """
 
     def __init__(
@@ -86,6 +127,8 @@ class MaskPriorGenerator(nn.Module):
         frame_difference: bool = False,
         motion_stem: int = 0,
         motion_patch: int = 16,
+        block_flow: int = 0,
+        block_flow_radius: int = 6,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -112,6 +155,36 @@ class MaskPriorGenerator(nn.Module):
                                              nn.Conv2d(motion_stem, embed_dim, 1))
             nn.init.zeros_(self.motion_stem[2].weight)
             nn.init.zeros_(self.motion_stem[2].bias)
+        self.motion_patch = motion_patch
+        self.block_flow, self.block_flow_radius = block_flow, block_flow_radius
+        self.flow_proj = None
+        if block_flow:  # (vy, vx, evidence) per patch -> D; the last layer starts at zero
+            self.flow_proj = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, embed_dim))
+            nn.init.zeros_(self.flow_proj[2].weight)
+            nn.init.zeros_(self.flow_proj[2].bias)
+
+    def block_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_flow``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3
+        inputs) against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the
+        velocity of its content against the camera's in pixels per frame (``block_flow``:
+        matched over several frames, the displacement of a moving object outgrows the camera's
+        per-frame shake, which one frame pair mostly measures) and the matching evidence,
+        through ``flow_proj``. Rows with gap 0 (nothing known before them) get zeros."""
+        if self.flow_proj is None:
+            raise ValueError("this MPG has no block flow (mpg.block_flow)")
+        if images.shape != reference.shape:
+            raise ValueError(f"frames {tuple(images.shape)} and reference frames {tuple(reference.shape)} differ in shape")
+        if images.shape[-1] % self.motion_patch or self.motion_patch % 2:
+            raise ValueError(f"block flow needs an even patch size dividing the image, got patch {self.motion_patch} "
+                             f"on {images.shape[-1]} px")
+        gaps = gaps.to(images.device)
+        with torch.no_grad():
+            moved, evidence = block_flow(images.float(), reference.float(), cell=self.motion_patch,
+                                         radius=self.block_flow_radius)
+            velocity = moved / gaps.clamp(min=1).to(moved.dtype)[:, None, None, None]
+            feats = torch.cat([velocity / 4.0, evidence], dim=1).flatten(2).transpose(1, 2)  # [B, N, 3]
+        out = self.flow_proj(feats.to(self.flow_proj[0].weight.dtype))
+        return out * (gaps > 0)[:, None, None].to(out.dtype)
 
     def pixel_motion(self, images: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """``motion_stem``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3

@@ -174,17 +174,30 @@ class MPGSAM2(nn.Module):
         return ImageFeatures(list(feats), list(pos), list(sizes))
 
     def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor,
-                          previous: torch.Tensor | None = None) -> MultimodalFeatures:
+                          previous: torch.Tensor | None = None, *, reference: torch.Tensor | None = None,
+                          gaps: torch.Tensor | None = None) -> MultimodalFeatures:
         """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1).
 
         ``previous`` [B, 3, m, m]: each row's previous frame, for the MPG's motion stem
         (``mpg.motion_stem``), whose output is added to the patches; a row without a previous
-        frame passes the frame itself. Ignored by a model without the stem."""
+        frame passes the frame itself. Ignored by a model without the stem.
+        ``reference`` [B, 3, m, m] and ``gaps`` [B]: each row's frame ``gaps`` frames back (gap
+        0: none, the frame itself), for the MPG's block flow (``mpg.block_flow``). Rows that
+        are one frame repeated (``expand``: one frame, several commands) are matched once."""
         if not images.is_floating_point():
             raise TypeError(f"images must be a float tensor, got {images.dtype}")
         mm = self.multimodal_encoder(images, text_ids, text_padding)
         if previous is not None and self.mask_prior.motion_stem is not None:
             mm.patches = mm.patches + self.mask_prior.pixel_motion(images, previous).to(mm.patches.dtype)
+        if reference is not None and self.mask_prior.flow_proj is not None:
+            if gaps is None:
+                raise ValueError("block flow needs the gap of each reference frame")
+            gaps = torch.as_tensor(gaps).reshape(-1).expand(len(images))
+            if len(images) > 1 and images.stride(0) == 0 and reference.stride(0) == 0:
+                flow = self.mask_prior.block_motion(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1)
+            else:
+                flow = self.mask_prior.block_motion(images, reference, gaps)
+            mm.patches = mm.patches + flow.to(mm.patches.dtype)
         return mm
 
     # ----- window-level context -------------------------------------------------------
