@@ -53,24 +53,31 @@ def test_incremental_mpg_row_equals_full_window(small_model, tokenizer):
     torch.testing.assert_close(state.window[-1].contextual, full[0, -1], rtol=1e-4, atol=1e-5)
 
 
-def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer):
+@pytest.mark.parametrize("flow", [False, True], ids=["paper", "block_flow"])
+def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer, flow):
     """With the window-level parts off (no S_si, S_ci, PGF, OGF) the global context does not
-    matter, so streaming must reproduce the offline runner exactly (memory, prompts, decode)."""
+    matter, so streaming must reproduce the offline runner exactly (memory, prompts, decode);
+    with ``mpg.block_flow`` too, when the window holds the frames it reaches back to."""
     cfg = small_cfg.with_overrides([
         "mpg.spatiotemporal_self_attention=false", "mpg.cross_modal_interaction=false",
         "hga.pixel_global=false", "hga.object_global=false",
-    ])
+    ] + (["mpg.block_flow=3"] if flow else []))
     torch.manual_seed(0)
     model = build_model(cfg)
     head = model.sam2.sam_mask_decoder.pred_obj_score_head
     (head.layers[-1] if hasattr(head, "layers") else head).bias.data.fill_(5.0)
+    if flow:  # the last layer starts at zero: make it matter
+        torch.nn.init.normal_(model.mask_prior.flow_proj[2].weight, std=0.5)
     clip = frames(10)
     offline = OfflineRunner(model, tokenizer).run(clip, ["the cup"])
-    engine = StreamingEngine(model, tokenizer, EngineConfig(window=3))
+    engine = StreamingEngine(model, tokenizer, EngineConfig(window=4 if flow else 3))
     engine.add_command("the cup")
     streamed = np.stack([engine.step(f).objects[0].mask for f in clip])
     assert offline.masks[0].any()
     np.testing.assert_array_equal(streamed, offline.masks[0])
+    if flow:  # and the flow did change the masks
+        torch.nn.init.zeros_(model.mask_prior.flow_proj[2].weight)
+        assert not np.array_equal(OfflineRunner(model, tokenizer).run(clip, ["the cup"]).masks[0], offline.masks[0])
 
 
 def test_state_is_bounded_on_long_streams(small_model, tokenizer):

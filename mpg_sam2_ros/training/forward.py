@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.inference.memory import MemoryBank
-from ..core.modeling.mask_prior import frame_gaps, previous_frames
+from ..core.modeling.mask_prior import flow_reference, previous_frames
 from ..core.modeling.mpg_sam2 import MPGSAM2
 from ..core.text import TextTokenizer
 from .datasets import ReferringClip
@@ -79,23 +79,12 @@ def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTo
     return ClipBatch(torch.stack(sam), torch.stack(mm), ids, padding, torch.stack(target), [c.text for c in clips])
 
 
-def flow_reference(model: MPGSAM2, clips: torch.Tensor) -> dict:
-    """``encode_multimodal``'s block-flow arguments for clips [B, T, 3, m, m] (object-major
-    rows): each frame's frame ``mpg.block_flow`` back, or the clip's first (empty when off)."""
-    gap = model.mask_prior.block_flow
-    if not gap:
-        return {}
-    b, t = clips.shape[:2]
-    return {"reference": previous_frames(clips, gap=gap).flatten(0, 1),
-            "gaps": frame_gaps(t, gap, device=clips.device).repeat(b)}
-
-
 def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool):
     """BEiT-3 on every frame of B clips and the MPG over each clip (Eqs. 1-3): (mm, context)."""
     b, t = batch.mm.shape[:2]
     mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
                                  batch.padding.repeat_interleave(t, 0),  # object-major rows, as global_context wants
-                                 previous=previous_frames(batch.mm).flatten(0, 1), **flow_reference(model, batch.mm))
+                                 previous=previous_frames(batch.mm).flatten(0, 1), **flow_reference(model.mask_prior.block_flow, batch.mm))
     return mm, model.global_context(mm, batch=b, causal=causal)
 
 

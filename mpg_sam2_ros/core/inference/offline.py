@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling.mask_prior import frame_gaps, previous_frames
+from ..modeling.mask_prior import flow_reference, previous_frames
 from ..modeling.mpg_sam2 import MPGSAM2
 from ..modeling.multimodal_encoder import MultimodalFeatures
 from ..preprocess import FramePreprocessor, validate_frame
@@ -74,10 +74,7 @@ class OfflineRunner:
         mm_images = torch.cat([self.preprocess(f).mm for f in frames])
         # object-major rows: all frames of command 0, then command 1, ...
         previous = previous_frames(mm_images, dim=0)  # the clip's first frame has none (itself)
-        flow = {}
-        if model.mask_prior.block_flow:
-            flow = {"reference": previous_frames(mm_images, dim=0, gap=model.mask_prior.block_flow),
-                    "gaps": frame_gaps(t, model.mask_prior.block_flow, device=mm_images.device)}
+        flow = flow_reference(model.mask_prior.block_flow, mm_images)
         per_text = [model.encode_multimodal(mm_images, ids[j : j + 1].expand(t, -1), padding[j : j + 1].expand(t, -1),
                                             previous=previous, **flow) for j in range(k)]
         ctx = model.global_context(MultimodalFeatures.cat(per_text), batch=k)

@@ -37,6 +37,18 @@ def frame_gaps(frames: int, gap: int, device=None) -> torch.Tensor:
     return torch.clamp(torch.arange(frames, device=device), max=gap)
 
 
+def flow_reference(gap: int, clips: torch.Tensor) -> dict:
+    """``encode_multimodal``'s block-flow arguments (``reference``, ``gaps``) for the frames of
+    clips [B, T, 3, m, m] or one clip [T, 3, m, m], rows object-major: each frame's frame
+    ``gap`` back, or the clip's first. Empty when ``gap`` is 0 (no block flow)."""
+    if not gap:
+        return {}
+    batched = clips.dim() == 5
+    c = clips if batched else clips[None]
+    b, t = c.shape[:2]
+    return {"reference": previous_frames(c, gap=gap).flatten(0, 1), "gaps": frame_gaps(t, gap, device=c.device).repeat(b)}
+
+
 def block_flow(images: torch.Tensor, reference: torch.Tensor, *, cell: int, radius: int,
                margin: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Block matching at half resolution: for each ``cell`` x ``cell`` cell of ``images``
