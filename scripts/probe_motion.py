@@ -5,11 +5,14 @@ at frames t = 4, 7, 10, ... (where it covers at least 20 pixels at t and t-3), B
 the frames with the neutral command "the object"; the feature is the change of the patch under
 the object's centroid, ``V_t - V_{t-k}`` for k = 1 and 3 (what ``mpg.frame_difference`` gives
 Eq. 2); with ``--stem``, the output of the MPG's motion stem for frame t against frame t-k
-(``mpg.motion_stem``, trained for k = 1) under the centroid. A linear classifier (softmax regression, standardised features, Adam, 500 full-batch
+(``mpg.motion_stem``, trained for k = 1) under the centroid; with ``--block-flow``, the
+camera-compensated block-matching velocity and its evidence (``mpg.block_flow``, no weights)
+of the patch under the centroid against frame t-k. A linear classifier (softmax regression, standardised features, Adam, 500 full-batch
 steps) is fitted on training videos and scored on held-out ones. Prints JSON: accuracies for
 each k, the number of samples, the majority-class share of the test set.
 
     .venv/bin/python scripts/probe_motion.py --checkpoint runs/cur2_mixed/model.safetensors
+    .venv/bin/python scripts/probe_motion.py --block-flow
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mpg_sam2_ros.core.modeling.mask_prior import block_flow  # noqa: E402
 from mpg_sam2_ros.core.pipeline import load_pipeline  # noqa: E402
 from mpg_sam2_ros.training.datasets import ReferringClip  # noqa: E402
 from mpg_sam2_ros.training.forward import make_batch  # noqa: E402
@@ -33,7 +37,7 @@ CLASSES = ("up", "down", "left", "right", "still")
 OFFSETS = (1, 3)
 
 
-def patch_changes(model, tokenizer, seed: int, videos: int, stem: bool = False, min_pixels: int = 20):
+def patch_changes(model, tokenizer, seed: int, videos: int, stem: bool = False, min_pixels: int = 20, flow: bool = False):
     """{k: [S, D] V_t - V_{t-k} (or the motion stem's output for t against t-k) under each
     sampled object's centroid}, labels [S]."""
     feats: dict[int, list[np.ndarray]] = {k: [] for k in OFFSETS}
@@ -45,7 +49,16 @@ def patch_changes(model, tokenizer, seed: int, videos: int, stem: bool = False, 
             clip = ReferringClip(video=video.name, exp_id="", text="the object", exp_type=None,
                                  frame_names=[str(f) for f in range(t_len)], frames=video.frames, masks=video.labels > 0)
             batch = make_batch([clip], model, tokenizer)
-            patches = model.encode_multimodal(batch.mm[0], *tokenizer.encode_batch(["the object"] * t_len)).patches
+            if flow:  # [T - k, N, 3] (vy, vx, evidence) per patch, no weights
+                p = model.config.beit3.patch_size
+                images = batch.mm[0]
+                moved = {}
+                for k in OFFSETS:
+                    d, e = block_flow(images[k:], images[:-k], cell=p, radius=model.mask_prior.block_flow_radius)
+                    moved[k] = torch.cat([d / k, e], 1).flatten(2).transpose(1, 2)
+                patches = moved[OFFSETS[0]]
+            else:
+                patches = model.encode_multimodal(batch.mm[0], *tokenizer.encode_batch(["the object"] * t_len)).patches
             if stem:
                 images = batch.mm[0]
                 moved = {k: model.mask_prior.pixel_motion(images[k:], images[:-k]) for k in OFFSETS}
@@ -60,7 +73,7 @@ def patch_changes(model, tokenizer, seed: int, videos: int, stem: bool = False, 
                     ys, xs = np.nonzero(here)
                     cell = int(ys.mean() / h * g) * g + int(xs.mean() / w * g)
                     for k in OFFSETS:
-                        change = moved[k][t - k, cell] if stem else patches[t, cell] - patches[t - k, cell]
+                        change = moved[k][t - k, cell] if stem or flow else patches[t, cell] - patches[t - k, cell]
                         feats[k].append(change.numpy())
                     labels.append(CLASSES.index(obj.motion))
     return {k: torch.tensor(np.array(v)) for k, v in feats.items()}, torch.tensor(labels)
@@ -88,13 +101,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--videos", type=int, default=40)
     ap.add_argument("--stem", action="store_true", help="read the motion stem's output instead of BEiT-3's patch change")
+    ap.add_argument("--block-flow", action="store_true", help="read the block-matching velocity (mpg.block_flow) instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     pipe = load_pipeline(None, [], args.checkpoint)
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
-    x_train, y_train = patch_changes(model, tokenizer, args.train_seed, args.train_videos, args.stem)
-    x_test, y_test = patch_changes(model, tokenizer, args.seed, args.videos, args.stem)
-    out = {"checkpoint": args.checkpoint or "bundled", "features": "motion stem" if args.stem else "patch change", "train": {"seed": args.train_seed, "videos": args.train_videos,
+    x_train, y_train = patch_changes(model, tokenizer, args.train_seed, args.train_videos, args.stem, flow=args.block_flow)
+    x_test, y_test = patch_changes(model, tokenizer, args.seed, args.videos, args.stem, flow=args.block_flow)
+    out = {"checkpoint": args.checkpoint or "bundled", "features": "block flow" if args.block_flow else "motion stem" if args.stem else "patch change", "train": {"seed": args.train_seed, "videos": args.train_videos,
            "samples": len(y_train)}, "test": {"seed": args.seed, "videos": args.videos, "samples": len(y_test),
            "majority_share": round(float(torch.bincount(y_test).max()) / len(y_test), 3)}}
     for k in OFFSETS:
