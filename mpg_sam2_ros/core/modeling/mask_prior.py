@@ -61,12 +61,15 @@ def block_flow(images: torch.Tensor, reference: torch.Tensor, *, cell: int, radi
     cell's own shift matches than the camera's). Not differentiable (argmin), and needs none."""
     a = F.avg_pool2d(images, 2)
     b = F.pad(F.avg_pool2d(reference, 2), (radius,) * 4, mode="replicate")
-    h, w = a.shape[-2:]
-    half = cell // 2
+    n, c, h, w = a.shape
+    k = 2 * radius + 1
+    # every shift at once (a few large ops, not hundreds of small ones: the node's worker shares
+    # the GIL with its executors): unfold position (ky, kx) at (y, x) holds reference(y + ky - r,
+    # x + kx - r), i.e. content that moved by (dy, dx) = (r - ky, r - kx) to reach a(y, x)
+    shifted = F.unfold(b, kernel_size=k).view(n, c, k * k, h, w)
+    cost = F.avg_pool2d((a[:, :, None] - shifted).square().sum(1), cell // 2)  # [B, S, g, g]
+    cost = cost.flip(1)  # shifts in (dy, dx) order, dy then dx from -r to r (ties go to the first)
     shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    # content at a(y, x) came from reference(y - dy, x - dx): it moved by (dy, dx)
-    cost = torch.cat([F.avg_pool2d((a - b[:, :, radius - dy: radius - dy + h, radius - dx: radius - dx + w])
-                                   .square().sum(1, keepdim=True), half) for dy, dx in shifts], dim=1)  # [B, S, g, g]
     table = torch.tensor(shifts, dtype=images.dtype, device=images.device)  # [S, 2]
     camera = cost.flatten(2).median(2).values.argmin(1)  # [B]; the median cell: moving objects are a minority
     at_camera = cost.gather(1, camera[:, None, None, None].expand(-1, 1, *cost.shape[2:]))
