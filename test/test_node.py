@@ -254,7 +254,7 @@ def node(ctx):
     client = Client(ctx, "mpg_sam2_test_client")
     client.command.publish(String(data=FIRST_COMMAND))
     log = tempfile.NamedTemporaryFile("w+", prefix="mpg_sam2_node_", suffix=".log", delete=False)
-    proc = start_node(["-p", "fault_injection_frame_id:=boom", "-p", "window:=4"], log)
+    proc = start_node(["-p", "fault_injection_frame_id:=boom", "-p", "window:=4", "-p", "cpu_threads:=1"], log)
     client.proc, client.log = proc, log
     ready = client.fresh_diag(lambda d: d.get("state") == "active", START_S)
     if not ready:
@@ -516,7 +516,8 @@ def test_lifecycle_deactivate_cleanup_configure_activate(node):
     res = node.call(node.reset, Trigger.Request())
     assert not res.success  # nothing to reset without a model
     _transition(node, Transition.TRANSITION_CONFIGURE)
-    assert node.fresh_diag(lambda v: v.get("model_loaded") == "true")
+    d = node.fresh_diag(lambda v: v.get("model_loaded") == "true")
+    assert d and d["cpu_threads"] == "1"  # the cpu_threads parameter set the model's threads
     _transition(node, Transition.TRANSITION_ACTIVATE)
     seg, _ = node.send_until_output(lambda i: node.frame(next_stamp()))
     assert seg is not None and seg.stream_reset  # the latched command came back with the new subscriptions

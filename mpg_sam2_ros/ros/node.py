@@ -99,6 +99,7 @@ class MpgSam2Node(LifecycleNode):
         self._warn = ThrottledLog(lambda m: self.get_logger().warning(m), self._settings.log_throttle_s)
 
         self._model_lock = threading.Lock()
+        self._cpu_threads = 0  # the model's intra-op threads once configured (diagnostics)
         self.table = CommandTable(max_objects=self._settings.max_objects)
         self._pipeline = None
         self._device = "none"
@@ -148,6 +149,9 @@ class MpgSam2Node(LifecycleNode):
             from ..core.pipeline import compile_hot_path, load_pipeline
 
             device = self._resolve_device(s.device, torch)
+            if s.cpu_threads > 0:
+                torch.set_num_threads(s.cpu_threads)
+            self._cpu_threads = torch.get_num_threads()
             t0 = time.perf_counter()
             pipe = load_pipeline(s.model_config or None, (), s.checkpoint or None)
             pipe.model.to(device).eval()
@@ -462,7 +466,7 @@ class MpgSam2Node(LifecycleNode):
             "model_loaded": str(pipe is not None).lower(),
             "model": pipe.config.name if pipe is not None else "",
             "weights": pipe.weights if pipe is not None else "",
-            "device": self._device, "dtype": s.dtype,
+            "device": self._device, "dtype": s.dtype, "cpu_threads": str(self._cpu_threads),
             "window": str(s.window), "lookahead": str(s.lookahead),
             "expressions": "; ".join(f"{k}: {v}" for k, v in active.items()),
             "input_rate_hz": f"{self._in_rate.rate():.2f}", "output_rate_hz": f"{self._out_rate.rate():.2f}",

@@ -38,6 +38,9 @@ SPECS: tuple[ParamSpec, ...] = (
               choices=("float32", "bfloat16")),
     ParamSpec("compile", False, "torch.compile SAM 2's image encoder and memory attention (as sam2's vos_optimized; "
               "for CUDA). The first frames then take long while it compiles.", read_only=True),
+    ParamSpec("cpu_threads", 0, "Intra-op threads of the model on the CPU (torch.set_num_threads); 0: torch's default, "
+              "one per core. Fewer leave cores to the processes beside the node: with all cores busy elsewhere too, "
+              "every parallel op can wait a scheduler slice.", read_only=True, low=0, high=1024),
     ParamSpec("window", 8, "Frames of global context (sliding window W). Changing it restarts the stream.", low=1, high=64),
     ParamSpec("lookahead", 0, "Frames of output delay used as future context (k). Changing it restarts the stream.", low=0, high=16),
     ParamSpec("max_objects", 8, "Most expressions segmented at once.", read_only=True, low=1, high=64),
@@ -72,6 +75,7 @@ class NodeSettings:
     device: str = "cpu"
     dtype: str = "float32"
     compile: bool = False
+    cpu_threads: int = 0
     window: int = 8
     lookahead: int = 0
     max_objects: int = 8
