@@ -191,8 +191,8 @@ class StreamingEngine:
         self._size: tuple[int, int] | None = None
         self._pending: deque[_Pending] = deque()
         self._reset_flag = True
-        self._previous_mm: torch.Tensor | None = None  # the last frame's BEiT-3 input (mpg.motion_stem)
-        self._recent_mm: deque[torch.Tensor] = deque(maxlen=max(1, self.model.mask_prior.block_flow))  # (mpg.block_flow)
+        # the last frames' BEiT-3 inputs: the previous one (mpg.motion_stem), block_flow back (mpg.block_flow)
+        self._recent_mm: deque[torch.Tensor] = deque(maxlen=max(1, self.model.mask_prior.block_flow))
         for oid, state in list(self._objects.items()):
             self._objects[oid] = self._fresh_state(oid, state.tokens)
 
@@ -213,7 +213,6 @@ class StreamingEngine:
         index = self._frame_index
         self._frame_index += 1
         self._encode_commands(inputs.mm)
-        self._previous_mm = inputs.mm
         self._recent_mm.append(inputs.mm)
         self._pending.append(_Pending(index, stamp, size, features, started))
         if len(self._pending) <= self.config.lookahead:
@@ -238,7 +237,7 @@ class StreamingEngine:
             ids, padding = self.tokenizer.pad([s.tokens for s in states])
             self._command_batch = (ids.to(model.device), padding.to(model.device))
         ids, padding = self._command_batch
-        previous = mm_image if self._previous_mm is None else self._previous_mm  # a stream's first frame: none
+        previous = self._recent_mm[-1] if self._recent_mm else mm_image  # a stream's first frame: none
         n = len(states)
         flow = {}
         if model.mask_prior.block_flow:  # the frame block_flow back, never beyond the window; none at a stream's start
