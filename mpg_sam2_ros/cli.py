@@ -72,7 +72,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     summary = run_segment(
         input_path=args.input, texts=args.text, out_dir=args.out, config=args.config, overrides=args.overrides,
         checkpoint=args.checkpoint, window=args.window, lookahead=args.lookahead, offline=args.offline,
-        clip_len=args.clip, reanchor_after_absent=args.reanchor_after_absent, reanchor_every=args.reanchor_every,
+        clip_len=args.clip, conditioning=_conditioning(args),
         progress=not args.quiet,
     )
     _emit(summary)
@@ -141,6 +141,15 @@ def _add_reanchor_args(p: argparse.ArgumentParser) -> None:
                    help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
     p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
                    help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
+    p.add_argument("--reanchor-on-disagreement", type=int, default=0, metavar="N",
+                   help="streaming: restart an object's SAM 2 memory after N frames in a row whose mask misses "
+                        "the cell where the confident mask prior peaks (0: off)")
+
+
+def _conditioning(args: argparse.Namespace) -> dict[str, int]:
+    from .core.inference.engine import CONDITIONING_FIELDS
+
+    return {f: getattr(args, f) for f in CONDITIONING_FIELDS}
 
 
 def _synthetic_config(args: argparse.Namespace):
@@ -179,7 +188,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     result = run_bench_accuracy(
         seed=args.seed, videos=args.videos, checkpoint=args.checkpoint, config=args.config, overrides=args.overrides,
         modes=modes, window=args.window, lookahead=args.lookahead, clip_len=args.clip,
-        reanchor_after_absent=args.reanchor_after_absent, reanchor_every=args.reanchor_every,
+        conditioning=_conditioning(args),
         synthetic=_synthetic_config(args), data=args.data, progress=not args.quiet, log=log,
     )
     _emit(result, args.out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -59,13 +59,14 @@ def overlay(frame: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequence[str], *, window: int = 8,
-                  lookahead: int = 0, reanchor_after_absent: int = 0, reanchor_every: int = 0,
+                  lookahead: int = 0, conditioning: Mapping[str, int] | None = None,
                   progress=None) -> VideoResult:
     """A whole video through the streaming engine (all commands at once, stamps = frame
-    index): masks [K, T, H, W] and presence scores [K, T], as ``OfflineRunner.run`` returns."""
+    index): masks [K, T, H, W] and presence scores [K, T], as ``OfflineRunner.run`` returns.
+    ``conditioning``: the ``EngineConfig`` conditioning policy (``reanchor_*`` fields)."""
     engine = StreamingEngine(model, tokenizer, EngineConfig(
         window=window, lookahead=lookahead, max_objects=max(len(texts), EngineConfig.max_objects),
-        reanchor_after_absent=reanchor_after_absent, reanchor_every=reanchor_every))
+        **(conditioning or {})))
     ids = [engine.add_command(t) for t in texts]
     masks = np.zeros((len(texts), len(frames), *frames[0].shape[:2]), bool)
     scores = np.zeros((len(texts), len(frames)), np.float32)
@@ -87,7 +88,7 @@ def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequenc
 def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: str | None = None,
                 overrides: Sequence[str] = (), checkpoint: str | None = None, window: int = 8,
                 lookahead: int = 0, offline: bool = False, clip_len: int | None = None,
-                reanchor_after_absent: int = 0, reanchor_every: int = 0,
+                conditioning: Mapping[str, int] | None = None,
                 fps: float = 10.0, progress: bool = True) -> dict:
     if not texts:
         raise ValueError("give at least one --text")
@@ -111,7 +112,7 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
             if f.shape[:2] != frames[0].shape[:2]:
                 raise FrameError(f"frame {names[i]} is {f.shape[1]}x{f.shape[0]}, the video is {frames[0].shape[1]}x{frames[0].shape[0]}")
         res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead,
-                            reanchor_after_absent=reanchor_after_absent, reanchor_every=reanchor_every,
+                            conditioning=conditioning,
                             progress=bar.update)
     masks, scores, clean = res.masks, res.scores, res.texts
     bar.close()
