@@ -44,6 +44,12 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("window", 8, "Frames of global context (sliding window W). Changing it restarts the stream.", low=1, high=64),
     ParamSpec("lookahead", 0, "Frames of output delay used as future context (k). Changing it restarts the stream.", low=0, high=16),
     ParamSpec("max_objects", 8, "Most expressions segmented at once.", read_only=True, low=1, high=64),
+    ParamSpec("reanchor_after_absent", 0, "Restart an object's SAM 2 memory (the next frame becomes its conditioning "
+              "frame) N frames after it was last present; 0: never. Changing it restarts the stream.", low=0, high=100000),
+    ParamSpec("reanchor_every", 0, "Restart each object's SAM 2 memory every N frames; 0: never. Changing it restarts "
+              "the stream.", low=0, high=100000),
+    ParamSpec("reanchor_on_disagreement", 0, "Restart an object's SAM 2 memory after N frames in a row whose mask misses "
+              "the cell where the confident mask prior peaks; 0: never. Changing it restarts the stream.", low=0, high=100000),
     ParamSpec("mask_threshold", 0.0, "Mask logit threshold (0.0 = probability 0.5).", low=-20.0, high=20.0),
     ParamSpec("max_image_side", 1280, "Frames with a longer side are downscaled for the model; masks are scaled back.",
               low=32, high=16384),
@@ -79,6 +85,9 @@ class NodeSettings:
     window: int = 8
     lookahead: int = 0
     max_objects: int = 8
+    reanchor_after_absent: int = 0
+    reanchor_every: int = 0
+    reanchor_on_disagreement: int = 0
     mask_threshold: float = 0.0
     max_image_side: int = 1280
     use_compressed: bool = False
