@@ -141,9 +141,6 @@ def _add_reanchor_args(p: argparse.ArgumentParser) -> None:
                    help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
     p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
                    help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
-    p.add_argument("--reanchor-on-disagreement", type=int, default=0, metavar="N",
-                   help="streaming: restart an object's SAM 2 memory after N frames in a row whose mask misses "
-                        "the cell where the confident mask prior peaks (0: off)")
 
 
 def _conditioning(args: argparse.Namespace) -> dict[str, int]:

@@ -185,8 +185,8 @@ def test_processor_resets_failures_and_sizes(small_model, tokenizer, table):
     assert proc.engine.config.window == 3 and out.stream_reset and out.objects[0].object_id == 4
     # and so does a conditioning policy change
     assert not proc.process(_job(40, 40), 9.0, NodeSettings(window=3)).stream_reset
-    out = proc.process(_job(40, 40), 10.0, NodeSettings(window=3, reanchor_on_disagreement=2, reanchor_every=30))
-    assert out.stream_reset and (proc.engine.config.reanchor_on_disagreement, proc.engine.config.reanchor_every) == (2, 30)
+    out = proc.process(_job(40, 40), 10.0, NodeSettings(window=3, reanchor_after_absent=2, reanchor_every=30))
+    assert out.stream_reset and (proc.engine.config.reanchor_after_absent, proc.engine.config.reanchor_every) == (2, 30)
     assert {"no_expression", "stamp_backwards", "resolution_change", "model_error", "cuda_oom"} <= set(warnings)
 
 

@@ -48,8 +48,6 @@ SPECS: tuple[ParamSpec, ...] = (
               "frame) N frames after it was last present; 0: never. Changing it restarts the stream.", low=0, high=100000),
     ParamSpec("reanchor_every", 0, "Restart each object's SAM 2 memory every N frames; 0: never. Changing it restarts "
               "the stream.", low=0, high=100000),
-    ParamSpec("reanchor_on_disagreement", 0, "Restart an object's SAM 2 memory after N frames in a row whose mask misses "
-              "the cell where the confident mask prior peaks; 0: never. Changing it restarts the stream.", low=0, high=100000),
     ParamSpec("mask_threshold", 0.0, "Mask logit threshold (0.0 = probability 0.5).", low=-20.0, high=20.0),
     ParamSpec("max_image_side", 1280, "Frames with a longer side are downscaled for the model; masks are scaled back.",
               low=32, high=16384),
@@ -87,7 +85,6 @@ class NodeSettings:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
-    reanchor_on_disagreement: int = 0
     mask_threshold: float = 0.0
     max_image_side: int = 1280
     use_compressed: bool = False

@@ -36,7 +36,7 @@ from ..text import TextTokenizer, TokenizedText
 from .memory import MemoryBank
 
 
-CONDITIONING_FIELDS = ("reanchor_after_absent", "reanchor_every", "reanchor_on_disagreement")
+CONDITIONING_FIELDS = ("reanchor_after_absent", "reanchor_every")
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,8 @@ class EngineConfig:
     Conditioning policy for long streams (SAM 2 keeps its first frame as the conditioning
     frame forever, and its pointer distance grows without bound, DESIGN.md §8): an object's
     SAM 2 memory restarts, making the next frame its new conditioning frame,
-    ``reanchor_after_absent`` frames after the object was last present (0: never), every
-    ``reanchor_every`` frames (0: never), and after ``reanchor_on_disagreement`` consecutive
-    frames whose decoded mask misses the cell where the MPG's prior (Eq. 3) peaks, the prior
-    being confident (peak >= 0.5; 0: never). The last is for what only the window can tell:
-    a stream's first frame has no motion context, so SAM 2 anchors on a guess that its memory
-    then keeps, while the prior, once the window holds a few frames, points elsewhere. Its
-    window (the MPG's context) is kept.
+    ``reanchor_after_absent`` frames after the object was last present (0: never), and every
+    ``reanchor_every`` frames (0: never). Its window (the MPG's context) is kept.
 
     batch_objects: decode the objects of a frame as one batch where their histories match
     (default), or one at a time."""
@@ -63,7 +58,6 @@ class EngineConfig:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
-    reanchor_on_disagreement: int = 0
     batch_objects: bool = True
 
     def __post_init__(self) -> None:
@@ -75,8 +69,8 @@ class EngineConfig:
             raise ValueError("window + lookahead must be <= 64")
         if self.max_objects < 1:
             raise ValueError("max_objects must be >= 1")
-        if min(self.reanchor_after_absent, self.reanchor_every, self.reanchor_on_disagreement) < 0:
-            raise ValueError("reanchor_after_absent, reanchor_every and reanchor_on_disagreement must be >= 0 (0: off)")
+        if self.reanchor_after_absent < 0 or self.reanchor_every < 0:
+            raise ValueError("reanchor_after_absent and reanchor_every must be >= 0 (0: off)")
 
 
 @dataclass
@@ -128,7 +122,6 @@ class _ObjectState:
     memory: MemoryBank | None = None
     first_frame: int | None = None  # stream index of its conditioning frame
     absent_run: int = 0             # frames since the object was last present
-    disagree_run: int = 0           # consecutive frames whose mask missed the prior's confident peak
 
 
 @dataclass
@@ -345,12 +338,8 @@ class StreamingEngine:
             ctx, t, local = _stack_contexts([g[1] for g in group]), group[0][2], group[0][3]
             memory = states[0].memory if len(states) == 1 else MemoryBank.stacked([s.memory for s in states])
             features = pending.features if len(states) == 1 else pending.features.expand(len(states))
-            prompt = model.frame_prompt(ctx, t)
             out = model.track_step(frame_idx=local, is_init_cond_frame=(local == 0), features=features,
-                                   prompt=prompt, memory=memory)
-            misses = None
-            if self.config.reanchor_on_disagreement and prompt.prior is not None:
-                misses = mask_misses_prior(out.mask_logits, prompt.prior).cpu()
+                                   prompt=model.frame_prompt(ctx, t), memory=memory)
             logits = F.interpolate(out.mask_logits, size=pending.size, mode="bilinear", align_corners=False)
             masks = (logits[:, 0] > model.config.mask_threshold).cpu().numpy()  # one copy to the host
             scores = out.object_score_logits[:, 0].float().cpu()
@@ -358,7 +347,6 @@ class StreamingEngine:
                 state.memory.add(out.memory if len(states) == 1 else out.memory.select(i), is_cond=(local == 0))
                 present = bool(scores[i] > 0)
                 state.absent_run = 0 if present else state.absent_run + 1
-                state.disagree_run = state.disagree_run + 1 if misses is not None and misses[i] else 0
                 by_object[state.object_id] = ObjectResult(
                     object_id=state.object_id, text=state.tokens.text, mask=masks[i],
                     score=float(torch.sigmoid(scores[i])),
@@ -381,11 +369,10 @@ class StreamingEngine:
             return
         absent = cfg.reanchor_after_absent > 0 and state.absent_run >= cfg.reanchor_after_absent
         periodic = cfg.reanchor_every > 0 and index - state.first_frame >= cfg.reanchor_every
-        disagrees = cfg.reanchor_on_disagreement > 0 and state.disagree_run >= cfg.reanchor_on_disagreement
-        if absent or periodic or disagrees:
+        if absent or periodic:
             state.memory.clear()
             state.first_frame = None
-            state.absent_run = state.disagree_run = 0
+            state.absent_run = 0
 
     def state_nbytes(self) -> int:
         """Bytes held by stream state (windows, memories, pending frames): bounded by config."""
@@ -401,16 +388,6 @@ class StreamingEngine:
             total += sum(t.numel() * t.element_size() for t in p.features.vision_feats + p.features.vision_pos)
         total += sum(t.numel() * t.element_size() for t in self._recent_mm)
         return total
-
-
-def mask_misses_prior(mask_logits: torch.Tensor, prior: torch.Tensor, confident: float = 0.5) -> torch.Tensor:
-    """[B] bool: the mask (logits [B, 1, h, w], > 0 inside) touches no pixel of the grid cell
-    where the MPG's prior (Eq. 3; probabilities [B, 1, g, g]) peaks, and that peak is at least
-    ``confident``. Both cover the whole frame (each a non-aspect-preserving resize of it)."""
-    touched = F.adaptive_max_pool2d((mask_logits > 0).float(), prior.shape[-2:]).flatten(1)  # [B, g*g]
-    peak_value, peak = prior.flatten(1).max(dim=1)
-    hit = touched.gather(1, peak[:, None])[:, 0] > 0
-    return (peak_value >= confident) & ~hit
 
 
 def _stack_contexts(ctxs: list[GlobalContext]) -> GlobalContext:
