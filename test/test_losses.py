@@ -109,8 +109,13 @@ def test_presence_is_bce_vs_target_non_empty():
     out = ReferringLoss(only(presence=1.0))(**c)
     s = c["object_score_logits"][:, 0].double().numpy()
     y = np.array([1.0, 0.0, 1.0, 0.0])
-    expected = np.mean(-(y * np.log(1 / (1 + np.exp(-s))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-s)))))
-    assert out["presence"].item() == pytest.approx(expected, rel=1e-5)
+    per_frame = -(y * np.log(1 / (1 + np.exp(-s))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-s))))
+    assert out["presence"].item() == pytest.approx(np.mean(per_frame), rel=1e-5)
+    # absent frames weighted 7: each of them counts 7 times in the mean over the 4 frames
+    out = ReferringLoss(only(presence=1.0, presence_absent_weight=7.0))(**c)
+    assert out["presence"].item() == pytest.approx(np.mean(per_frame * np.where(y > 0, 1.0, 7.0)), rel=1e-5)
+    with pytest.raises(ValueError, match="presence_absent_weight"):
+        LossConfig(presence_absent_weight=-1.0)
 
 
 # ----- L_sim --------------------------------------------------------------------------------
