@@ -3,8 +3,7 @@
 ``probe_prior.py`` asks whether the MPG's prior (Eq. 3) points at the named object; this asks the
 same of the masks the streaming engine returns. For each expression of the type on the synthetic
 videos of a seed, every frame's mask is compared with the target's and with its look-alikes'
-(the other objects of the same category: for motion, the same shape and colour moving
-otherwise). Prints JSON, for all frames and for the first 4 / the rest: mean IoU with the target
+(the generator's distractors: for motion, the same shape and colour moving otherwise). Prints JSON, for all frames and for the first 4 / the rest: mean IoU with the target
 and with the look-alikes, the median mask area over the target's, and how often the mask covers
 more than half of the target, of a look-alike, or of both.
 
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 
 import numpy as np
 
@@ -31,36 +29,23 @@ def main() -> int:
 
     from mpg_sam2_ros.core.pipeline import load_pipeline
     from mpg_sam2_ros.core.segment import run_streaming
-    from mpg_sam2_ros.training.datasets import RefYouTubeVOS
-    from mpg_sam2_ros.training.synthetic import SyntheticConfig, write_split
+    from mpg_sam2_ros.training.synthetic import generate_video
 
     pipe = load_pipeline(None, [], args.checkpoint)
     rows = []  # frame, IoU target, IoU look-alikes, area / target's, covered part of target, of look-alikes
-    with tempfile.TemporaryDirectory(prefix="probe_twins_") as root:
-        write_split(root, seed=args.seed, videos=args.videos, cfg=SyntheticConfig())
-        split = RefYouTubeVOS(root)
-        meta = json.loads((split.root / "meta.json").read_text())["videos"]
-        for video in split.videos:
-            exprs = [e for e in video.expressions if e.exp_type == args.type]
-            if not exprs:
-                continue
-            indices = list(range(len(video.frame_names)))
-            frames = list(split.read_frames(video, indices))
-            labels = np.stack([split.read_label(video, i) for i in indices])
-            res = run_streaming(pipe.model, pipe.tokenizer, frames, [e.text for e in exprs], window=args.window)
-            objects = meta[video.video]["objects"]
-            for k, expr in enumerate(exprs):
-                target = expr.obj_ids[0]
-                twins = [int(o) for o, d in objects.items()
-                         if int(o) != target and d["category"] == objects[str(target)]["category"]]
-                if not twins:
+    for index in range(args.videos):
+        video = generate_video(args.seed, index)  # what bench-accuracy's split of the seed holds
+        exprs = [e for e in video.expressions if e.type == args.type and e.distractors]
+        if not exprs:
+            continue
+        res = run_streaming(pipe.model, pipe.tokenizer, list(video.frames), [e.text for e in exprs], window=args.window)
+        for k, expr in enumerate(exprs):
+            for i, label in enumerate(video.labels):
+                mask, tgt, twin = res.masks[k, i], label == expr.target, np.isin(label, expr.distractors)
+                if not tgt.any() or not twin.any():
                     continue
-                for i in indices:
-                    mask, tgt, twin = res.masks[k, i], labels[i] == target, np.isin(labels[i], twins)
-                    if not tgt.any() or not twin.any():
-                        continue
-                    rows.append((i, _iou(mask, tgt), _iou(mask, twin), mask.sum() / tgt.sum(),
-                                 (mask & tgt).sum() / tgt.sum(), (mask & twin).sum() / twin.sum()))
+                rows.append((i, _iou(mask, tgt), _iou(mask, twin), mask.sum() / tgt.sum(),
+                             (mask & tgt).sum() / tgt.sum(), (mask & twin).sum() / twin.sum()))
     r = np.array(rows, float).reshape(-1, 6)
     out = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos, "type": args.type,
            "window": args.window}
