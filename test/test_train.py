@@ -549,6 +549,48 @@ def test_words_loss_asks_the_class_token_for_every_word(split, tmp_path):
         train_mod.ReferringLoss(LossConfig(words=1.0, similarity=0.0))
 
 
+def test_init_restores_the_training_heads_of_the_run_it_starts_from(split, tmp_path, capsys):
+    """init_heads: a run saves its loss's training-only heads beside model.safetensors
+    (model.heads.pt); a run that starts from that model (or from a checkpoint, via its .train.pt)
+    starts them from there, not from scratch; a head of another shape stays fresh and is named."""
+    from mpg_sam2_ros.training.losses import WordPresence
+
+    loss = {"prior": 10.0, "prior_dice": 1.0, "words": 0.1}
+    first = _recipe(tmp_path / "a.yaml", split, stage="prior", steps=2, checkpoint_every=2, loss=loss)
+    assert _train("--config", str(first), "--out", str(tmp_path / "a")) == 0
+    model = tmp_path / "a" / "model.safetensors"
+    saved = _load_train_pt(train_mod.heads_path(model))["loss"]
+    assert sorted(saved) == ["words.head.bias", "words.head.weight"]
+    vocab = saved["words.head.weight"].shape[0]
+    dim = saved["words.head.weight"].shape[1]
+
+    def fresh(v: int = vocab) -> train_mod.ReferringLoss:
+        return train_mod.ReferringLoss(LossConfig(words=0.1, similarity=0.0), words=WordPresence(dim, v))
+
+    for init, side in ((model, "model.heads.pt"), (tmp_path / "a" / "checkpoints" / "step_000002.safetensors",
+                                                   "step_000002.train.pt")):
+        heads = fresh()
+        assert not torch.equal(heads.words.head.weight, saved["words.head.weight"])
+        assert train_mod.restore_heads(heads, init) == f"2 of 2 training-head tensors restored from {side}"
+        torch.testing.assert_close(heads.words.head.weight, saved["words.head.weight"], rtol=0, atol=0)
+    other = fresh(vocab + 1)
+    assert "0 of 2" in train_mod.restore_heads(other, model) and "fresh: words.head.bias, words.head.weight" in \
+        train_mod.restore_heads(other, model)
+    bare = tmp_path / "bare.safetensors"
+    save_checkpoint(build_model(load_model_config("cpu_small")), bare)
+    assert "start fresh" in train_mod.restore_heads(fresh(), bare)
+
+    capsys.readouterr()
+    for heads, said in ((True, "[train] init: 2 of 2 training-head tensors restored from model.heads.pt"), (False, None)):
+        recipe = _recipe(tmp_path / "b.yaml", split, stage="prior", steps=1, checkpoint_every=1, loss=loss,
+                         init=str(model), init_heads=heads)
+        assert _train("--config", str(recipe), "--out", str(tmp_path / f"b{heads}")) == 0
+        err = capsys.readouterr().err
+        assert (said in err) if said else ("training-head" not in err), err
+    with pytest.raises(Exception, match="init_heads must be true or false"):
+        load_training_config(str(recipe), ["init_heads=2"])
+
+
 def test_motion_words_ask_the_motion_stem_under_the_target_for_the_words(split, tmp_path):
     """loss.motion_words: the motion stem's features (pixels only) averaged over the target's
     cells of frames 1..T-1 name the command's words; logged and weighted in the prior stage,

@@ -87,6 +87,9 @@ class TrainConfig:
     init_modules: parameter-name prefixes to take from ``init`` (empty: the whole model); the
       rest keeps its fresh initialisation, e.g. an ablation row that takes only BEiT-3 and the
       MPG from the prior stage;
+    init_heads: also start the loss's training-only heads (``loss.words``, ``loss.motion_words``,
+      L_sim's text2one) from the run that made ``init`` (its ``.heads.pt`` or ``.train.pt``),
+      where there is one; false starts them from scratch (every run before this key did);
     freeze: parameter-name prefixes kept frozen (default SAM 2's image encoder; [] unfreezes);
     causal: streaming-consistent training (causal Eq. 2, window-relative positions);
     stage: ``full`` trains the whole model on the masks SAM 2 decodes; ``prior`` trains only
@@ -99,6 +102,7 @@ class TrainConfig:
     model_overrides: tuple[str, ...] = ()
     init: str | None = None
     init_modules: tuple[str, ...] = ()
+    init_heads: bool = True
     sam2_checkpoint: str | None = None
     beit3_checkpoint: str | None = None
     tokenizer: str | None = None
@@ -138,6 +142,9 @@ class TrainConfig:
         for key, value in ints.items():
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key} must be an integer, got {value!r}")
+        for key in ("causal", "init_heads"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false, got {getattr(self, key)!r}")
         o = self.optim
         if o.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule must be constant or cosine, got {o.schedule!r}")

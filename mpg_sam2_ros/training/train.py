@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -260,6 +261,38 @@ def save_training_checkpoint(out: Path, step: int, model, loss, optimizer, cfg: 
     return path
 
 
+def heads_path(model_path: str | os.PathLike) -> Path:
+    """Where a run's final ``model.safetensors`` keeps its training-only heads: ``model.heads.pt``."""
+    return Path(model_path).with_suffix(".heads.pt")
+
+
+def restore_heads(loss: "ReferringLoss", init: str | os.PathLike) -> str:
+    """Start the loss's training-only modules (the ``words`` / ``motion_words`` heads, L_sim's
+    text2one) from the run that made ``init``: from ``<init>.heads.pt`` (a run's final model) or
+    from the ``loss`` entry of ``<init>.train.pt`` (a checkpoint). Without them a run that starts
+    from a trained model starts these heads from scratch, and their first, large losses (``words``
+    sums a BCE over the vocabulary: ~500 at the start) take most of the clipped gradient for the
+    first hundred steps. Tensors of another shape (another vocabulary) or that the file lacks keep
+    their fresh values. Returns one line saying what was restored."""
+    own = loss.state_dict()
+    if not own:
+        return ""
+    for side, key in ((heads_path(init), "loss"), (Path(init).with_suffix(".train.pt"), "loss")):
+        if side.is_file():
+            break
+    else:
+        return f"{len(own)} training-head tensors start fresh ({Path(init).name} has no .heads.pt or .train.pt beside it)"
+    try:
+        state = torch.load(side, map_location="cpu", weights_only=True)[key]
+    except (KeyError, RuntimeError, OSError, pickle.UnpicklingError) as exc:
+        raise TrainingError(f"cannot read the training heads in {side}: {_one_line(exc)}") from exc
+    take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    loss.load_state_dict(take, strict=False)
+    fresh = sorted(set(own) - set(take))
+    return (f"{len(take)} of {len(own)} training-head tensors restored from {side.name}"
+            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+
+
 def resume_from(path: Path, model, loss, optimizer, device: str = "cpu") -> int:
     """Load a training checkpoint (model + sidecar); returns the step to continue from."""
     side = path.with_suffix(".train.pt")
@@ -312,7 +345,12 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         if model.mask_prior.motion_stem is None:
             raise TrainingError("loss.motion_words trains the MPG's motion stem, and this model has none (mpg.motion_stem)")
         motion_words = WordPresence(model.config.beit3.embed_dim, model.config.beit3.vocab_size, tokenizer.special_ids)
-    loss_fn = ReferringLoss(loss_cfg, similarity, words, motion_words).to(device)
+    loss_fn = ReferringLoss(loss_cfg, similarity, words, motion_words)
+    if cfg.init and cfg.init_heads and Path(cfg.init).suffix == ".safetensors":
+        restored = restore_heads(loss_fn, cfg.init)
+        if restored and dist.main:
+            print(f"[train] init: {restored}", file=sys.stderr)
+    loss_fn.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, loss_fn, cfg), betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     split = build_split(cfg, dist)
@@ -420,6 +458,8 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
     if dist.main and last_good is not None:
         final = out / "model.safetensors"
         save_checkpoint(model, final, extra={"step": str(cfg.steps), "training_config": json.dumps(cfg.to_dict())})
+        if loss_fn.state_dict():
+            torch.save({"loss": loss_fn.state_dict()}, heads_path(final))
         summary["model"] = str(final)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if dist.world > 1:
