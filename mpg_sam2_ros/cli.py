@@ -72,7 +72,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     summary = run_segment(
         input_path=args.input, texts=args.text, out_dir=args.out, config=args.config, overrides=args.overrides,
         checkpoint=args.checkpoint, window=args.window, lookahead=args.lookahead, offline=args.offline,
-        clip_len=args.clip, conditioning=_conditioning(args),
+        clip_len=args.clip, policy=_policy(args),
         progress=not args.quiet,
     )
     _emit(summary)
@@ -135,18 +135,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_reanchor_args(p: argparse.ArgumentParser) -> None:
-    """The engine's conditioning policy for long streams (EngineConfig)."""
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+    """The engine's stream policies (EngineConfig, POLICY_FIELDS): conditioning, presence."""
     p.add_argument("--reanchor-after-absent", type=int, default=0, metavar="N",
                    help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
     p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
                    help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
+    p.add_argument("--presence-threshold", type=float, default=0.5, metavar="P",
+                   help="streaming: an object counts as present, and its mask is shown, where its presence "
+                        "probability (sigmoid of the object score) exceeds P (0.5: SAM 2's own rule)")
 
 
-def _conditioning(args: argparse.Namespace) -> dict[str, int]:
-    from .core.inference.engine import CONDITIONING_FIELDS
+def _policy(args: argparse.Namespace) -> dict[str, float]:
+    from .core.inference.engine import POLICY_FIELDS
 
-    return {f: getattr(args, f) for f in CONDITIONING_FIELDS}
+    return {f: getattr(args, f) for f in POLICY_FIELDS}
 
 
 def _synthetic_config(args: argparse.Namespace):
@@ -185,7 +188,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     result = run_bench_accuracy(
         seed=args.seed, videos=args.videos, checkpoint=args.checkpoint, config=args.config, overrides=args.overrides,
         modes=modes, window=args.window, lookahead=args.lookahead, clip_len=args.clip,
-        conditioning=_conditioning(args),
+        policy=_policy(args),
         synthetic=_synthetic_config(args), data=args.data, progress=not args.quiet, log=log,
     )
     _emit(result, args.out)
@@ -228,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="full-model weights (ours, a release folder, or a .pt with 'model')")
     p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
     p.add_argument("--lookahead", type=int, default=0, help="streaming: delay output k frames for future context")
-    _add_reanchor_args(p)
+    _add_policy_args(p)
     p.add_argument("--offline", action="store_true", help="whole video (or --clip frames) as global context")
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (the paper uses 24 for MeViS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8, help="streaming: frames of global context")
     p.add_argument("--lookahead", type=int, default=0, help="streaming: frames of look-ahead")
     p.add_argument("--clip", type=int, default=None, help="offline: fixed clip length (default: the whole video)")
-    _add_reanchor_args(p)
+    _add_policy_args(p)
     p.add_argument("--data", help="score an existing split (Ref-YouTube-VOS layout) instead of generating one")
     _add_synthetic_args(p)
     p.add_argument("--out", help="also write the JSON to this file")

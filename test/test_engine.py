@@ -164,6 +164,50 @@ def test_conditioning_policy_reanchors(small_model, tokenizer):
         EngineConfig(reanchor_every=-1)
 
 
+def test_presence_threshold_gates_the_masks_not_the_memory(small_model, tokenizer, monkeypatch):
+    """presence_threshold: a mask is returned only where sigmoid(object score) is above it, and
+    the frame counts as absent otherwise (reanchor_after_absent); SAM 2's memory and the
+    returned scores stay what they are without it. 0.5 is the engine's default rule."""
+    import copy
+    import dataclasses
+    import math
+
+    small_model = copy.deepcopy(small_model)
+    with torch.no_grad():  # random weights say "absent" (masks -1024): decode present masks
+        small_model.sam2.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 20.0
+    real = small_model.track_step
+    logits = [3.0, -1.0, 0.4, 2.0, 0.1, 1.0]  # the object score each frame reports (the masks stay present)
+
+    def scored(**kw):
+        out = real(**kw)
+        score = torch.full_like(out.heads.object_score_logits, logits[kw["frame_idx"] % len(logits)])
+        return dataclasses.replace(out, heads=dataclasses.replace(out.heads, object_score_logits=score))
+
+    monkeypatch.setattr(small_model, "track_step", scored)
+    runs = {}
+    for t in (0.5, 0.7):
+        engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4, presence_threshold=t))
+        oid = engine.add_command("the red ball")
+        results, absent = [], []
+        for f in frames(6, seed=5):
+            results.append(engine.step(f).objects[0])
+            absent.append(engine._objects[oid].absent_run)
+        bank = engine._objects[oid].memory
+        memory = [t for e in (*bank.cond.values(), *bank.recent) for t in (e.obj_ptr, e.object_score_logits)]
+        runs[t] = (results, absent, memory)
+        shown = [bool(r.mask.any()) for r in results]
+        assert shown == [x > math.log(t / (1 - t)) for x in logits], (t, shown)
+    assert runs[0.5][1] == [0, 1, 0, 0, 0, 0] and runs[0.7][1] == [0, 1, 2, 0, 1, 0]
+    for a, b in zip(runs[0.5][0], runs[0.7][0]):
+        assert a.score == b.score
+        assert not b.mask.any() or np.array_equal(a.mask, b.mask)
+    for a, b in zip(runs[0.5][2], runs[0.7][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for bad in (0.4, 1.0):
+        with pytest.raises(ValueError, match="presence_threshold"):
+            EngineConfig(presence_threshold=bad)
+
+
 @pytest.mark.parametrize("lookahead", [0, 2])
 def test_batched_decoding_equals_one_object_at_a_time(small_model, tokenizer, monkeypatch, lookahead):
     """Expressions of different lengths decoded as one batch give what decoding each alone gives

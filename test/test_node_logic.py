@@ -183,10 +183,13 @@ def test_processor_resets_failures_and_sizes(small_model, tokenizer, table):
     # window change at run time: the engine is rebuilt, ids are kept
     out = proc.process(_job(40, 40), 8.0, NodeSettings(window=3))
     assert proc.engine.config.window == 3 and out.stream_reset and out.objects[0].object_id == 4
-    # and so does a conditioning policy change
+    # and so does a change of the conditioning or presence policy
     assert not proc.process(_job(40, 40), 9.0, NodeSettings(window=3)).stream_reset
     out = proc.process(_job(40, 40), 10.0, NodeSettings(window=3, reanchor_after_absent=2, reanchor_every=30))
     assert out.stream_reset and (proc.engine.config.reanchor_after_absent, proc.engine.config.reanchor_every) == (2, 30)
+    out = proc.process(_job(40, 40), 11.0, NodeSettings(window=3, reanchor_after_absent=2, reanchor_every=30,
+                                                        presence_threshold=0.9))
+    assert out.stream_reset and proc.engine.config.presence_threshold == 0.9
     assert {"no_expression", "stamp_backwards", "resolution_change", "model_error", "cuda_oom"} <= set(warnings)
 
 

@@ -113,10 +113,11 @@ def test_bad_arguments(tmp_path, capsys):
 def test_bench_accuracy_json(tmp_path, capsys):
     out = tmp_path / "acc.json"
     rc = main(["bench-accuracy", "--config", "cpu_small", "--seed", "5", "--videos", "2", "--frames", "6",
-               "--mode", "both", "--window", "4", "--reanchor-every", "2", "--quiet", "--out", str(out)])
+               "--mode", "both", "--window", "4", "--reanchor-every", "2", "--presence-threshold", "0.8",
+               "--quiet", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert res["conditioning"] == {"reanchor_after_absent": 0, "reanchor_every": 2}
+    assert res["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 2, "presence_threshold": 0.8}
     assert res["weights"].startswith("random")
     assert set(res["modes"]) == {"streaming", "offline"}
     for mode in res["modes"].values():

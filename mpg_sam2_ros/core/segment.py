@@ -59,14 +59,14 @@ def overlay(frame: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequence[str], *, window: int = 8,
-                  lookahead: int = 0, conditioning: Mapping[str, int] | None = None,
+                  lookahead: int = 0, policy: Mapping[str, float] | None = None,
                   progress=None) -> VideoResult:
     """A whole video through the streaming engine (all commands at once, stamps = frame
     index): masks [K, T, H, W] and presence scores [K, T], as ``OfflineRunner.run`` returns.
-    ``conditioning``: the ``EngineConfig`` conditioning policy (``reanchor_*`` fields)."""
+    ``policy``: the ``EngineConfig`` stream policies (``POLICY_FIELDS``: re-anchoring, presence threshold)."""
     engine = StreamingEngine(model, tokenizer, EngineConfig(
         window=window, lookahead=lookahead, max_objects=max(len(texts), EngineConfig.max_objects),
-        **(conditioning or {})))
+        **(policy or {})))
     ids = [engine.add_command(t) for t in texts]
     masks = np.zeros((len(texts), len(frames), *frames[0].shape[:2]), bool)
     scores = np.zeros((len(texts), len(frames)), np.float32)
@@ -88,7 +88,7 @@ def run_streaming(model, tokenizer, frames: Sequence[np.ndarray], texts: Sequenc
 def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: str | None = None,
                 overrides: Sequence[str] = (), checkpoint: str | None = None, window: int = 8,
                 lookahead: int = 0, offline: bool = False, clip_len: int | None = None,
-                conditioning: Mapping[str, int] | None = None,
+                policy: Mapping[str, float] | None = None,
                 fps: float = 10.0, progress: bool = True) -> dict:
     if not texts:
         raise ValueError("give at least one --text")
@@ -112,7 +112,7 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
             if f.shape[:2] != frames[0].shape[:2]:
                 raise FrameError(f"frame {names[i]} is {f.shape[1]}x{f.shape[0]}, the video is {frames[0].shape[1]}x{frames[0].shape[0]}")
         res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead,
-                            conditioning=conditioning,
+                            policy=policy,
                             progress=bar.update)
     masks, scores, clean = res.masks, res.scores, res.texts
     bar.close()

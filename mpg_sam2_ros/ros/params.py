@@ -48,6 +48,9 @@ SPECS: tuple[ParamSpec, ...] = (
               "frame) N frames after it was last present; 0: never. Changing it restarts the stream.", low=0, high=100000),
     ParamSpec("reanchor_every", 0, "Restart each object's SAM 2 memory every N frames; 0: never. Changing it restarts "
               "the stream.", low=0, high=100000),
+    ParamSpec("presence_threshold", 0.5, "An object is present, and its mask published, where its presence probability "
+              "is above this; 0.5 is SAM 2's own rule, higher gives fewer masks where the object is absent and more "
+              "missed frames. Changing it restarts the stream.", low=0.5, high=0.999),
     ParamSpec("mask_threshold", 0.0, "Mask logit threshold (0.0 = probability 0.5).", low=-20.0, high=20.0),
     ParamSpec("max_image_side", 1280, "Frames with a longer side are downscaled for the model; masks are scaled back.",
               low=32, high=16384),
@@ -85,6 +88,7 @@ class NodeSettings:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
+    presence_threshold: float = 0.5
     mask_threshold: float = 0.0
     max_image_side: int = 1280
     use_compressed: bool = False

@@ -19,7 +19,7 @@ from typing import Any, Callable, ContextManager
 import cv2
 import numpy as np
 
-from ..core.inference.engine import CONDITIONING_FIELDS, EngineConfig, StepResult, StreamingEngine
+from ..core.inference.engine import POLICY_FIELDS, EngineConfig, StepResult, StreamingEngine
 from .commands import CommandTable, EngineCommandSync
 from .health import Counters, LatencyWindow
 from .params import NodeSettings
@@ -164,11 +164,11 @@ class FrameProcessor:
     # ----- helpers -----------------------------------------------------------------------
     def _ensure_engine(self, s: NodeSettings) -> None:
         cfg = EngineConfig(window=s.window, lookahead=s.lookahead, max_objects=s.max_objects,
-                           **{f: getattr(s, f) for f in CONDITIONING_FIELDS})
+                           **{f: getattr(s, f) for f in POLICY_FIELDS})
         if self.engine is not None and self.engine.config == cfg:
             return
         if self.engine is not None:
-            policy = " ".join(f"{f}={getattr(s, f)}" for f in CONDITIONING_FIELDS)
+            policy = " ".join(f"{f}={getattr(s, f)}" for f in POLICY_FIELDS)
             self._info(f"engine rebuilt for window={s.window} lookahead={s.lookahead} {policy}: stream restarted")
         with self._model_lock:
             self.engine = self._build_engine(cfg)

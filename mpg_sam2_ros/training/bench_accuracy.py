@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..core.evaluation import EvalReport, score_sequence
-from ..core.inference.engine import CONDITIONING_FIELDS, EngineConfig
+from ..core.inference.engine import POLICY_FIELDS, EngineConfig
 from ..core.inference.offline import OfflineRunner
 from ..core.pipeline import load_pipeline
 from ..core.segment import run_streaming
@@ -36,7 +36,7 @@ def _summary(report: EvalReport) -> dict:
 
 def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None, config: str | None = None,
                        overrides: Sequence[str] = (), modes: Sequence[str] = ("streaming",), window: int = 8,
-                       lookahead: int = 0, conditioning: Mapping[str, int] | None = None,
+                       lookahead: int = 0, policy: Mapping[str, float] | None = None,
                        clip_len: int | None = None, synthetic: SyntheticConfig = SyntheticConfig(),
                        data: str | None = None, progress: bool = True,
                        log: Callable[[str], None] | None = None) -> dict:
@@ -47,7 +47,7 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
         if m not in MODES:
             raise ValueError(f"unknown mode {m!r} (streaming, offline)")
     log = log or (lambda _: None)
-    policy = EngineConfig(**(conditioning or {}))  # a bad policy fails here, before the model loads
+    engine_cfg = EngineConfig(**(policy or {}))  # a bad policy fails here, before the model loads
     t0 = time.perf_counter()
     pipe = load_pipeline(config, overrides, checkpoint)
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
@@ -78,7 +78,7 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
                 t1 = time.perf_counter()
                 if mode == "streaming":
                     res = run_streaming(model, tokenizer, frames, texts, window=window, lookahead=lookahead,
-                                        conditioning=conditioning,
+                                        policy=policy,
                                         progress=bar.update)
                 else:
                     res = OfflineRunner(model, tokenizer, clip_len=clip_len).run(frames, texts, progress=bar.update)
@@ -112,7 +112,7 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
         "modes": results,
         "weights": pipe.weights, "config": pipe.config.name,
         "window": window, "lookahead": lookahead, "clip": clip_len,
-        "conditioning": {f: getattr(policy, f) for f in CONDITIONING_FIELDS},
+        "policy": {f: getattr(engine_cfg, f) for f in POLICY_FIELDS},
         "data": data or f"synthetic seed {seed}", "seed": None if data else seed, "videos": len(records),
         "frames_per_video": synthetic.frames if not data else None,
         "frame_size": [synthetic.height, synthetic.width] if not data else None,

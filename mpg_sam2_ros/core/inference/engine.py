@@ -21,6 +21,7 @@ k frames of latency and a per-frame MPG cost that grows with W.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ from ..text import TextTokenizer, TokenizedText
 from .memory import MemoryBank
 
 
-CONDITIONING_FIELDS = ("reanchor_after_absent", "reanchor_every")
+# the EngineConfig fields that segment, bench-accuracy and the node pass through as one mapping
+POLICY_FIELDS = ("reanchor_after_absent", "reanchor_every", "presence_threshold")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class EngineConfig:
     ``reanchor_after_absent`` frames after the object was last present (0: never), and every
     ``reanchor_every`` frames (0: never). Its window (the MPG's context) is kept.
 
+    presence_threshold: an object is present in a frame, and its mask is returned, where its
+    presence probability sigmoid(object-score logit) is above this; below it the mask is empty
+    and the frame counts as absent (for ``reanchor_after_absent``). 0.5 is SAM 2's own rule (its
+    decoder already empties the mask of a logit <= 0); higher trades missed frames for fewer
+    false positives where the target is absent (``scripts/probe_presence.py`` measures both).
+    An output gate only: SAM 2's memory is written as without it.
+
     batch_objects: decode the objects of a frame as one batch where their histories match
     (default), or one at a time."""
 
@@ -58,6 +67,7 @@ class EngineConfig:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
+    presence_threshold: float = 0.5
     batch_objects: bool = True
 
     def __post_init__(self) -> None:
@@ -71,6 +81,8 @@ class EngineConfig:
             raise ValueError("max_objects must be >= 1")
         if self.reanchor_after_absent < 0 or self.reanchor_every < 0:
             raise ValueError("reanchor_after_absent and reanchor_every must be >= 0 (0: off)")
+        if not 0.5 <= self.presence_threshold < 1.0:
+            raise ValueError(f"presence_threshold must be in [0.5, 1), got {self.presence_threshold}")
 
 
 @dataclass
@@ -140,6 +152,8 @@ class StreamingEngine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
+        t = self.config.presence_threshold
+        self._presence_logit = math.log(t / (1.0 - t))  # sigmoid(x) > t <=> x > logit(t); 0.0 at 0.5
         self.preprocess = FramePreprocessor.for_model(model)
         self._objects: dict[int, _ObjectState] = {}
         self._command_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # padded ids, padding
@@ -345,10 +359,10 @@ class StreamingEngine:
             scores = out.object_score_logits[:, 0].float().cpu()
             for i, state in enumerate(states):
                 state.memory.add(out.memory if len(states) == 1 else out.memory.select(i), is_cond=(local == 0))
-                present = bool(scores[i] > 0)
+                present = bool(scores[i] > self._presence_logit)
                 state.absent_run = 0 if present else state.absent_run + 1
                 by_object[state.object_id] = ObjectResult(
-                    object_id=state.object_id, text=state.tokens.text, mask=masks[i],
+                    object_id=state.object_id, text=state.tokens.text, mask=masks[i] if present else np.zeros_like(masks[i]),
                     score=float(torch.sigmoid(scores[i])),
                 )
         results = [by_object[j[0].object_id] for j in jobs]

@@ -1,0 +1,119 @@
+"""How well the object score tells absent frames from present ones, and what a stricter
+presence threshold would do to J&F.
+
+Runs the streaming engine on held-out synthetic videos (as ``mpg-sam2 bench-accuracy``) and
+keeps, for every expression and frame, the presence probability sigmoid(object-score logit), the
+ground truth's presence, and J and F of the predicted mask and of an empty one. A threshold t
+then blanks the frames whose probability is below t (the engine already blanks those at or
+below 0.5: SAM 2 empties a mask whose logit is <= 0), and J&F, per type, the false-positive
+rate on absent frames and the miss rate on present frames are recomputed exactly, without
+running the model again. Also prints the ROC AUC of the probability for "present".
+
+  .venv/bin/python scripts/probe_presence.py --seed 555 --videos 30 --out presence.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mpg_sam2_ros.core.evaluation import boundary_f, region_similarity  # noqa: E402
+from mpg_sam2_ros.core.pipeline import load_pipeline  # noqa: E402
+from mpg_sam2_ros.core.segment import run_streaming  # noqa: E402
+from mpg_sam2_ros.training.datasets import RefYouTubeVOS  # noqa: E402
+from mpg_sam2_ros.training.synthetic import EXPRESSION_TYPES, write_split  # noqa: E402
+
+
+def collect(checkpoint: str | None, seed: int, videos: int, window: int) -> list[dict]:
+    """One row per expression: type, and per frame: prob, present, J/F of the mask and of an empty one."""
+    pipe = load_pipeline(None, (), checkpoint)
+    model, tokenizer = pipe.model.eval(), pipe.tokenizer
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="probe_presence_") as tmp:
+        write_split(Path(tmp), seed=seed, videos=videos)
+        split = RefYouTubeVOS(Path(tmp))
+        for video in split.videos:
+            if not video.expressions:
+                continue
+            indices = list(range(len(video.frame_names)))
+            frames = list(split.read_frames(video, indices))
+            res = run_streaming(model, tokenizer, frames, [e.text for e in video.expressions], window=window)
+            for k, expr in enumerate(video.expressions):
+                gt = split.expression_masks(expr, indices)
+                empty = np.zeros_like(gt[0], dtype=bool)
+                rows.append({
+                    "type": expr.exp_type,
+                    "prob": res.scores[k].astype(float),
+                    "present": gt.reshape(len(indices), -1).any(1),
+                    "predicted": res.masks[k].reshape(len(indices), -1).any(1),
+                    "jf": np.array([(region_similarity(p, g) + boundary_f(p, g)) / 2 for p, g in zip(res.masks[k], gt)]),
+                    "jf_empty": np.array([(region_similarity(empty, g) + boundary_f(empty, g)) / 2 for g in gt]),
+                })
+    return rows
+
+
+def at_threshold(rows: list[dict], t: float) -> dict:
+    per_type: dict[str, list[float]] = {x: [] for x in EXPRESSION_TYPES}
+    overall, fp, absent, missed, present = [], 0, 0, 0, 0
+    for r in rows:
+        keep = r["prob"] >= t
+        jf = np.where(keep, r["jf"], r["jf_empty"]).mean()
+        overall.append(jf)
+        per_type.setdefault(r["type"], []).append(jf)
+        shown = r["predicted"] & keep
+        fp += int((~r["present"] & shown).sum())
+        absent += int((~r["present"]).sum())
+        missed += int((r["present"] & ~shown).sum())
+        present += int(r["present"].sum())
+    return {"threshold": t, "J&F": round(100 * float(np.mean(overall)), 2),
+            "by_type": {k: round(100 * float(np.mean(v)), 2) for k, v in per_type.items() if v},
+            "false_positive_rate": round(fp / max(1, absent), 4), "missed_rate": round(missed / max(1, present), 4)}
+
+
+def auc(rows: list[dict]) -> float:
+    """P(prob of a present frame > prob of an absent one), ties counted half."""
+    prob = np.concatenate([r["prob"] for r in rows])
+    present = np.concatenate([r["present"] for r in rows])
+    pos, neg = prob[present], prob[~present]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    allp = np.concatenate([pos, neg])
+    for v in np.unique(allp):  # average ranks of ties
+        same = allp == v
+        ranks[same] = ranks[same].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="weights (default: the bundled model)")
+    ap.add_argument("--seed", type=int, default=555)
+    ap.add_argument("--videos", type=int, default=30)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--thresholds", type=float, nargs="+",
+                    default=[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = collect(args.checkpoint, args.seed, args.videos, args.window)
+    result = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos,
+              "window": args.window, "expressions": len(rows), "auc_present": round(auc(rows), 4),
+              "thresholds": [at_threshold(rows, t) for t in args.thresholds]}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
