@@ -29,16 +29,17 @@ from mpg_sam2_ros.core.evaluation import boundary_f, region_similarity  # noqa: 
 from mpg_sam2_ros.core.pipeline import load_pipeline  # noqa: E402
 from mpg_sam2_ros.core.segment import run_streaming  # noqa: E402
 from mpg_sam2_ros.training.datasets import RefYouTubeVOS  # noqa: E402
-from mpg_sam2_ros.training.synthetic import EXPRESSION_TYPES, write_split  # noqa: E402
+from mpg_sam2_ros.training.synthetic import EXPRESSION_TYPES, SyntheticConfig, write_split  # noqa: E402
 
 
-def collect(checkpoint: str | None, seed: int, videos: int, window: int) -> list[dict]:
+def collect(checkpoint: str | None, seed: int, videos: int, window: int,
+            synthetic: SyntheticConfig = SyntheticConfig()) -> list[dict]:
     """One row per expression: type, and per frame: prob, present, J/F of the mask and of an empty one."""
     pipe = load_pipeline(None, (), checkpoint)
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
     rows = []
     with tempfile.TemporaryDirectory(prefix="probe_presence_") as tmp:
-        write_split(Path(tmp), seed=seed, videos=videos)
+        write_split(Path(tmp), seed=seed, videos=videos, cfg=synthetic)
         split = RefYouTubeVOS(Path(tmp))
         for video in split.videos:
             if not video.expressions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from mpg_sam2_ros.cli import main
 from mpg_sam2_ros.training.datasets import RefYouTubeVOS
 from mpg_sam2_ros.training.synthetic import (EXPRESSION_TYPES, SyntheticConfig, generate_video, write_split)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _digest(root) -> str:
@@ -108,6 +111,33 @@ def test_bad_arguments(tmp_path, capsys):
     assert main(["make-synthetic", "--out", str(tmp_path / "s"), "--seed", "1", "--videos", "1", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["make-synthetic", "--out", str(tmp_path / "t"), "--seed", "1", "--videos", "0", "--quiet"]) == 2
+
+
+def test_probe_presence_recomputes_what_the_engine_gate_gives():
+    """scripts/probe_presence.py blanks the frames below a threshold without rerunning the model:
+    its J&F and false-positive rate equal bench-accuracy's with --presence-threshold (the engine's
+    gate) at 0.5 and above; the AUC is 1 for a perfect score and 0.5 for a constant one."""
+    import importlib.util
+
+    from mpg_sam2_ros.training.bench_accuracy import run_bench_accuracy
+
+    spec = importlib.util.spec_from_file_location("probe_presence", REPO / "scripts" / "probe_presence.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    syn = SyntheticConfig(frames=8)
+    rows = probe.collect(None, seed=5, videos=2, window=4, synthetic=syn)
+    probs = sorted({float(p) for r in rows for p in r["prob"] if p > 0.5})
+    t = probs[len(probs) // 2]  # a threshold that blanks some of the shown frames and keeps others
+    for threshold in (0.5, t):
+        got = probe.at_threshold(rows, threshold)
+        res = run_bench_accuracy(seed=5, videos=2, window=4, policy={"presence_threshold": threshold}, synthetic=syn,
+                                 progress=False)["modes"]["streaming"]
+        assert got["J&F"] == pytest.approx(res["J&F"], abs=0.011), threshold
+        assert got["false_positive_rate"] == res["absent_frames"]["false_positive_rate"]
+        assert got["missed_rate"] == res["present_frames"]["missed_rate"]
+    present = np.array([True, True, False, False])
+    assert probe.auc([{"prob": np.array([0.9, 0.8, 0.1, 0.2]), "present": present}]) == 1.0
+    assert probe.auc([{"prob": np.full(4, 0.7), "present": present}]) == 0.5
 
 
 def test_bench_accuracy_json(tmp_path, capsys):
