@@ -277,13 +277,11 @@ def restore_heads(loss: "ReferringLoss", init: str | os.PathLike) -> str:
     own = loss.state_dict()
     if not own:
         return ""
-    for side, key in ((heads_path(init), "loss"), (Path(init).with_suffix(".train.pt"), "loss")):
-        if side.is_file():
-            break
-    else:
+    side = next((p for p in (heads_path(init), Path(init).with_suffix(".train.pt")) if p.is_file()), None)
+    if side is None:
         return f"{len(own)} training-head tensors start fresh ({Path(init).name} has no .heads.pt or .train.pt beside it)"
     try:
-        state = torch.load(side, map_location="cpu", weights_only=True)[key]
+        state = torch.load(side, map_location="cpu", weights_only=True)["loss"]
     except (KeyError, RuntimeError, OSError, pickle.UnpicklingError) as exc:
         raise TrainingError(f"cannot read the training heads in {side}: {_one_line(exc)}") from exc
     take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
@@ -458,8 +456,9 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
     if dist.main and last_good is not None:
         final = out / "model.safetensors"
         save_checkpoint(model, final, extra={"step": str(cfg.steps), "training_config": json.dumps(cfg.to_dict())})
-        if loss_fn.state_dict():
-            torch.save({"loss": loss_fn.state_dict()}, heads_path(final))
+        heads = loss_fn.state_dict()
+        if heads:
+            torch.save({"loss": heads}, heads_path(final))
         summary["model"] = str(final)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if dist.world > 1:
