@@ -141,9 +141,10 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
                    help="streaming: restart an object's SAM 2 memory N frames after it was last present (0: off)")
     p.add_argument("--reanchor-every", type=int, default=0, metavar="N",
                    help="streaming: restart each object's SAM 2 memory every N frames (0: off)")
-    p.add_argument("--presence-threshold", type=float, default=0.5, metavar="P",
-                   help="streaming: an object counts as present, and its mask is shown, where its presence "
-                        "probability (sigmoid of the object score) exceeds P (0.5: SAM 2's own rule)")
+    p.add_argument("--presence-threshold", type=float, default=None, metavar="P",
+                   help="an object counts as present, and its mask is shown, where its presence probability "
+                        "(sigmoid of the object score) exceeds P, in [0.5, 1) (0.5: SAM 2's own rule); "
+                        "default: the model's own (calibrated in the bundled model's file, 0.5 where none is)")
 
 
 def _policy(args: argparse.Namespace) -> dict[str, float]:

@@ -9,7 +9,14 @@ below 0.5: SAM 2 empties a mask whose logit is <= 0), and J&F, per type, the fal
 rate on absent frames and the miss rate on present frames are recomputed exactly, without
 running the model again. Also prints the ROC AUC of the probability for "present".
 
+``--write`` calibrates the checkpoint: the highest threshold of the grid whose J&F is within
+``--tolerance`` points of the J&F at 0.5 goes into the file's model config
+(``presence_threshold``, the default of the engine, ``segment``, ``bench-accuracy`` and the
+node), with how it was chosen under the metadata key ``presence_calibration``. Calibrate on a
+seed you will not report.
+
   .venv/bin/python scripts/probe_presence.py --seed 555 --videos 30 --out presence.json
+  .venv/bin/python scripts/probe_presence.py --checkpoint runs/x/model.safetensors --seed 555 --write
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ def collect(checkpoint: str | None, seed: int, videos: int, window: int,
                 continue
             indices = list(range(len(video.frame_names)))
             frames = list(split.read_frames(video, indices))
-            res = run_streaming(model, tokenizer, frames, [e.text for e in video.expressions], window=window)
+            # the engine's gate at 0.5 (SAM 2's rule), whatever threshold the checkpoint carries
+            res = run_streaming(model, tokenizer, frames, [e.text for e in video.expressions], window=window,
+                                policy={"presence_threshold": 0.5})
             for k, expr in enumerate(video.expressions):
                 gt = split.expression_masks(expr, indices)
                 empty = np.zeros_like(gt[0], dtype=bool)
@@ -96,6 +105,34 @@ def auc(rows: list[dict]) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def calibrate(grid: list[dict], tolerance: float) -> dict:
+    """The entry of the highest threshold whose J&F is within ``tolerance`` of the J&F at 0.5."""
+    base = next((r for r in grid if r["threshold"] == 0.5), None)
+    if base is None:
+        raise SystemExit("probe_presence: --write needs 0.5 in --thresholds (the reference)")
+    return max((r for r in grid if r["J&F"] >= base["J&F"] - tolerance), key=lambda r: r["threshold"])
+
+
+def write_calibration(checkpoint: str, result: dict, tolerance: float) -> dict:
+    """Store the calibrated threshold in ``checkpoint``'s model config (see the module docstring)."""
+    import dataclasses
+
+    from mpg_sam2_ros.core.checkpoint import read_checkpoint_config, set_checkpoint_config
+
+    grid = result["thresholds"]
+    pick, base = calibrate(grid, tolerance), next(r for r in grid if r["threshold"] == 0.5)
+    cfg = read_checkpoint_config(checkpoint)
+    record = {"presence_threshold": pick["threshold"],
+              "rule": f"highest of {[r['threshold'] for r in grid]} with J&F within {tolerance} of J&F at 0.5",
+              "data": f"synthetic seed {result['seed']}, {result['videos']} videos, window {result['window']}",
+              "at_0.5": {k: base[k] for k in ("J&F", "false_positive_rate", "missed_rate")},
+              "chosen": {k: pick[k] for k in ("J&F", "false_positive_rate", "missed_rate")},
+              "auc_present": result["auc_present"]}
+    set_checkpoint_config(checkpoint, dataclasses.replace(cfg, presence_threshold=pick["threshold"]),
+                          extra={"presence_calibration": json.dumps(record)})
+    return record
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None, help="weights (default: the bundled model)")
@@ -105,11 +142,18 @@ def main() -> None:
     ap.add_argument("--thresholds", type=float, nargs="+",
                     default=[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--write", action="store_true",
+                    help="store the calibrated threshold in --checkpoint's model config (needs --checkpoint)")
+    ap.add_argument("--tolerance", type=float, default=0.5, help="J&F points a calibrated threshold may cost")
     args = ap.parse_args()
+    if args.write and not args.checkpoint:
+        ap.error("--write needs --checkpoint (the file to calibrate)")
     rows = collect(args.checkpoint, args.seed, args.videos, args.window)
     result = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos,
               "window": args.window, "expressions": len(rows), "auc_present": round(auc(rows), 4),
               "thresholds": [at_threshold(rows, t) for t in args.thresholds]}
+    if args.write:
+        result["calibration"] = write_calibration(args.checkpoint, result, args.tolerance)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

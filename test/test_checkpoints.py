@@ -16,6 +16,7 @@ from mpg_sam2_ros.core.checkpoint import (
     load_weights,
     read_checkpoint_config,
     save_checkpoint,
+    set_checkpoint_config,
 )
 from mpg_sam2_ros.core.modeling import build_model
 
@@ -151,6 +152,32 @@ def test_own_checkpoint_roundtrip(small_cfg, tmp_path):
     other = _fresh(small_cfg.with_overrides(["hga.num_pixel_layers=2"]), 3)
     with pytest.raises(CheckpointError, match="missing keys .*aggregator.pixel_layers.1"):
         load_weights(other, path)
+
+
+def test_set_checkpoint_config_changes_only_the_output_thresholds(small_cfg, tmp_path):
+    """A calibrated presence threshold is written into the file's config; tensors and other
+    metadata stay; a config of another architecture is refused and the file left as it was."""
+    import dataclasses
+
+    from safetensors import safe_open
+
+    src = _fresh(small_cfg, 1)
+    path = save_checkpoint(src, tmp_path / "m.safetensors", extra={"step": "7"})
+    path.chmod(0o644)
+    set_checkpoint_config(path, dataclasses.replace(small_cfg, presence_threshold=0.85), extra={"note": "x"})
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert read_checkpoint_config(path).presence_threshold == 0.85
+    with safe_open(str(path), framework="pt") as f:
+        assert {k: f.metadata()[k] for k in ("step", "note")} == {"step": "7", "note": "x"}
+    dst = _fresh(small_cfg, 2)
+    load_weights(dst, path)
+    _assert_same(src, dst)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="only the output thresholds"):
+        set_checkpoint_config(path, small_cfg.with_overrides(["hga.num_pixel_layers=2"]))
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(Exception, match="presence_threshold"):
+        small_cfg.with_overrides(["presence_threshold=0.3"])
 
 
 def test_missing_and_corrupt_checkpoints(small_cfg, tmp_path):

@@ -206,6 +206,19 @@ def test_presence_threshold_gates_the_masks_not_the_memory(small_model, tokenize
     for bad in (0.4, 1.0):
         with pytest.raises(ValueError, match="presence_threshold"):
             EngineConfig(presence_threshold=bad)
+    # None (the default) is the model's own threshold, which its config (checkpoint) carries;
+    # a given one wins; the offline runner gates its masks by the same rule
+    small_model.config = dataclasses.replace(small_model.config, presence_threshold=0.7)
+    for given, t in ((None, 0.7), (0.5, 0.5)):
+        engine = StreamingEngine(small_model, tokenizer, EngineConfig(window=4, presence_threshold=given))
+        engine.add_command("the red ball")
+        assert engine.presence_threshold == t
+        assert [bool(engine.step(f).objects[0].mask.any()) for f in frames(6, seed=5)] == \
+            [x > math.log(t / (1 - t)) for x in logits]
+        offline = OfflineRunner(small_model, tokenizer, presence_threshold=given).run(frames(6, seed=5), ["the red ball"])
+        assert offline.masks[0].reshape(6, -1).any(1).tolist() == [x > math.log(t / (1 - t)) for x in logits]
+    with pytest.raises(ValueError, match="presence_threshold"):
+        OfflineRunner(small_model, tokenizer, presence_threshold=0.3)
 
 
 @pytest.mark.parametrize("lookahead", [0, 2])

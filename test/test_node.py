@@ -470,9 +470,11 @@ def test_overload_latency_bounded_and_drops_counted(node):
     lat = np.array([(t - stamp_of(m.header)) * 1e3 for t, m in node.segs.timed()])
     after = node.fresh_diag()
     engine_p95 = float(after["engine_ms_p95"])
-    assert lat.size >= 3, f"only {lat.size} outputs for {n} frames"
     dropped = int(after["frames_dropped"]) - int(before["frames_dropped"])
     received = int(after["frames_received"]) - int(before["frames_received"])
+    # what the node saw, should it have published nothing (seen once in CI, not reproduced)
+    assert lat.size >= 3, (f"only {lat.size} outputs for {n} frames sent in {send_s:.1f}s; node: received {received}, "
+                           f"dropped {dropped}, diagnostics {after}\n{tail(node.log)}")
     p95 = float(np.percentile(lat, 95))
     third = max(1, lat.size // 3)
     report = (f"sent {n} in {send_s:.1f}s, node received {received}, outputs {lat.size}, dropped {dropped}, "

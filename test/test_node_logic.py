@@ -142,6 +142,8 @@ def test_params_yaml_equals_declared_defaults():
     assert NodeSettings() == NodeSettings(**data)
     assert validate("dtype", "float16") and validate("device", "gpu") and validate("window", 0)
     assert validate("device", "cuda:1") is None and validate("mask_threshold", 1) is None
+    assert validate("presence_threshold", 0.0) is None and validate("presence_threshold", 0.9) is None
+    assert "model's own" in validate("presence_threshold", 0.3) and validate("presence_threshold", 1.0)
 
 
 # ----- the worker's frame processing, with the small model ------------------------------------
@@ -190,6 +192,11 @@ def test_processor_resets_failures_and_sizes(small_model, tokenizer, table):
     out = proc.process(_job(40, 40), 11.0, NodeSettings(window=3, reanchor_after_absent=2, reanchor_every=30,
                                                         presence_threshold=0.9))
     assert out.stream_reset and proc.engine.config.presence_threshold == 0.9
+    # 0.0, the parameter's default, is the model's own threshold
+    assert proc.engine.presence_threshold == 0.9
+    out = proc.process(_job(40, 40), 12.0, NodeSettings(window=3, reanchor_after_absent=2, reanchor_every=30))
+    assert out.stream_reset and proc.engine.config.presence_threshold is None
+    assert proc.engine.presence_threshold == small_model.config.presence_threshold
     assert {"no_expression", "stamp_backwards", "resolution_change", "model_error", "cuda_oom"} <= set(warnings)
 
 

@@ -140,6 +140,39 @@ def test_probe_presence_recomputes_what_the_engine_gate_gives():
     assert probe.auc([{"prob": np.full(4, 0.7), "present": present}]) == 0.5
 
 
+def test_probe_presence_write_calibrates_the_checkpoint(tmp_path):
+    """--write picks the highest threshold whose J&F is within the tolerance of J&F at 0.5 and
+    stores it in the checkpoint's config: the model loaded from it then gates at that threshold
+    by default (bench-accuracy records it as the policy in force); without 0.5 in the grid it
+    refuses."""
+    import importlib.util
+
+    from mpg_sam2_ros.core.checkpoint import save_checkpoint
+    from mpg_sam2_ros.core.config import load_model_config
+    from mpg_sam2_ros.core.modeling import build_model
+    from mpg_sam2_ros.core.pipeline import load_pipeline
+    from mpg_sam2_ros.training.bench_accuracy import run_bench_accuracy
+
+    spec = importlib.util.spec_from_file_location("probe_presence", REPO / "scripts" / "probe_presence.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    grid = [{"threshold": t, "J&F": jf, "false_positive_rate": fp, "missed_rate": m}
+            for t, jf, fp, m in ((0.5, 60.0, 0.6, 0.0), (0.8, 59.8, 0.4, 0.01), (0.9, 59.6, 0.3, 0.02),
+                                 (0.95, 58.0, 0.2, 0.1))]
+    assert probe.calibrate(grid, 0.5)["threshold"] == 0.9
+    assert probe.calibrate(grid, 0.1)["threshold"] == 0.5  # nothing within 0.1: SAM 2's rule stays
+    with pytest.raises(SystemExit):
+        probe.calibrate(grid[1:], 0.5)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(build_model(load_model_config("cpu_small")), path)
+    result = {"seed": 9, "videos": 3, "window": 8, "auc_present": 0.9, "thresholds": grid}
+    record = probe.write_calibration(str(path), result, 0.5)
+    assert record["presence_threshold"] == 0.9 and record["chosen"]["false_positive_rate"] == 0.3
+    assert load_pipeline(checkpoint=str(path)).model.config.presence_threshold == 0.9
+    res = run_bench_accuracy(seed=5, videos=1, checkpoint=str(path), synthetic=SyntheticConfig(frames=4), progress=False)
+    assert res["policy"]["presence_threshold"] == 0.9
+
+
 def test_bench_accuracy_json(tmp_path, capsys):
     out = tmp_path / "acc.json"
     rc = main(["bench-accuracy", "--config", "cpu_small", "--seed", "5", "--videos", "2", "--frames", "6",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -216,6 +217,32 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
     if "config" not in meta:
         raise CheckpointError(f"{p}: no model config in its metadata (not saved by mpg_sam2_ros)")
     return config_from_dict(json.loads(meta["config"]), source=str(p))
+
+
+def set_checkpoint_config(path: str | os.PathLike, config: ModelConfig, *,
+                          extra: Mapping[str, str] | None = None) -> Path:
+    """Rewrite the model config in the metadata of our checkpoint at ``path`` (e.g. a calibrated
+    ``presence_threshold``), keeping its tensors and other metadata; ``extra`` adds entries.
+    The file is replaced atomically. A config that would rebuild another architecture is
+    refused: only the tensors' shapes are checked against it, so the rule is that everything
+    but the output thresholds must stay equal."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    old = read_checkpoint_config(p)
+    keep = {"mask_threshold": None, "presence_threshold": None}
+    if {**old.to_dict(), **keep} != {**config.to_dict(), **keep}:
+        raise CheckpointError(f"{p}: only the output thresholds of a checkpoint's config may change")
+    with safe_open(str(p), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    meta.update({"config": json.dumps(config.to_dict()), **(extra or {})})
+    state = read_state_dict(p)
+    tmp = p.with_name(p.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    shutil.copymode(p, tmp)
+    os.replace(tmp, p)
+    return p
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> LoadReport:

@@ -187,7 +187,12 @@ class HGAConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild an MPG-SAM 2 model (checkpoints carry it)."""
+    """Everything needed to rebuild an MPG-SAM 2 model (checkpoints carry it).
+
+    ``mask_threshold`` (a mask logit) and ``presence_threshold`` (a presence probability,
+    sigmoid of the object-score logit) are the model's own output thresholds: the engine, the
+    offline runner and the node use them unless told otherwise. 0.5 is SAM 2's rule; a trained
+    checkpoint may carry a calibrated value (``scripts/probe_presence.py --calibrate``)."""
 
     name: str = "unnamed"
     sam2: Sam2Config = field(default_factory=Sam2Config)
@@ -197,6 +202,7 @@ class ModelConfig:
     sparse_prompt: bool = True
     tokenizer: str | None = None
     mask_threshold: float = 0.0
+    presence_threshold: float = 0.5
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     source: str | None = None
@@ -215,6 +221,8 @@ class ModelConfig:
             raise ConfigError(f"mpg.global_feature must be 'masked' or 'vanilla', got {self.mpg.global_feature!r}")
         if b.embed_dim % self.mpg.num_heads:
             raise ConfigError("beit3.embed_dim must be divisible by mpg.num_heads")
+        if not 0.5 <= self.presence_threshold < 1.0:
+            raise ConfigError(f"presence_threshold must be in [0.5, 1), got {self.presence_threshold}")
         h = self.hga
         if not 1 <= h.patch_size <= b.grid_size:
             raise ConfigError(f"hga.patch_size {h.patch_size} must be in 1..{b.grid_size} (the BEiT-3 grid)")

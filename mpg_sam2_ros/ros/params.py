@@ -48,9 +48,10 @@ SPECS: tuple[ParamSpec, ...] = (
               "frame) N frames after it was last present; 0: never. Changing it restarts the stream.", low=0, high=100000),
     ParamSpec("reanchor_every", 0, "Restart each object's SAM 2 memory every N frames; 0: never. Changing it restarts "
               "the stream.", low=0, high=100000),
-    ParamSpec("presence_threshold", 0.5, "An object is present, and its mask published, where its presence probability "
-              "is above this; 0.5 is SAM 2's own rule, higher gives fewer masks where the object is absent and more "
-              "missed frames. Changing it restarts the stream.", low=0.5, high=0.999),
+    ParamSpec("presence_threshold", 0.0, "An object is present, and its mask published, where its presence probability "
+              "is above this (0.5 .. 0.999); 0.0: the model's own (calibrated in the bundled model, 0.5 for a model "
+              "without one). 0.5 is SAM 2's own rule, higher gives fewer masks where the object is absent and more "
+              "missed frames. Changing it restarts the stream.", low=0.0, high=0.999),
     ParamSpec("mask_threshold", 0.0, "Mask logit threshold (0.0 = probability 0.5).", low=-20.0, high=20.0),
     ParamSpec("max_image_side", 1280, "Frames with a longer side are downscaled for the model; masks are scaled back.",
               low=32, high=16384),
@@ -88,7 +89,7 @@ class NodeSettings:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
-    presence_threshold: float = 0.5
+    presence_threshold: float = 0.0
     mask_threshold: float = 0.0
     max_image_side: int = 1280
     use_compressed: bool = False
@@ -121,6 +122,8 @@ def validate(name: str, value: Any) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
         return f"{name} must be in [{spec.low}, {spec.high}], got {value}"
+    if name == "presence_threshold" and 0.0 < value < 0.5:
+        return f"presence_threshold must be 0.0 (the model's own) or in [0.5, 0.999], got {value}"
     if name == "device" and not DEVICE_PATTERN.match(value):
         return f"device must be cpu, cuda or cuda:N, got {value!r}"
     return None

@@ -163,8 +163,9 @@ class FrameProcessor:
 
     # ----- helpers -----------------------------------------------------------------------
     def _ensure_engine(self, s: NodeSettings) -> None:
-        cfg = EngineConfig(window=s.window, lookahead=s.lookahead, max_objects=s.max_objects,
-                           **{f: getattr(s, f) for f in POLICY_FIELDS})
+        policy = {f: getattr(s, f) for f in POLICY_FIELDS}
+        policy["presence_threshold"] = policy["presence_threshold"] or None  # 0.0: the model's own
+        cfg = EngineConfig(window=s.window, lookahead=s.lookahead, max_objects=s.max_objects, **policy)
         if self.engine is not None and self.engine.config == cfg:
             return
         if self.engine is not None:

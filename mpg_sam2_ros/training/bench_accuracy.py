@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..core.evaluation import EvalReport, score_sequence
-from ..core.inference.engine import POLICY_FIELDS, EngineConfig
+from ..core.inference.engine import POLICY_FIELDS, EngineConfig, resolve_presence_threshold
 from ..core.inference.offline import OfflineRunner
 from ..core.pipeline import load_pipeline
 from ..core.segment import run_streaming
@@ -81,7 +81,9 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
                                         policy=policy,
                                         progress=bar.update)
                 else:
-                    res = OfflineRunner(model, tokenizer, clip_len=clip_len).run(frames, texts, progress=bar.update)
+                    res = OfflineRunner(model, tokenizer, clip_len=clip_len,
+                                        presence_threshold=engine_cfg.presence_threshold).run(
+                                            frames, texts, progress=bar.update)
                 model_seconds += time.perf_counter() - t1
                 frames_run += len(frames)
                 for k, expr in enumerate(video.expressions):
@@ -112,7 +114,9 @@ def run_bench_accuracy(*, seed: int, videos: int, checkpoint: str | None = None,
         "modes": results,
         "weights": pipe.weights, "config": pipe.config.name,
         "window": window, "lookahead": lookahead, "clip": clip_len,
-        "policy": {f: getattr(engine_cfg, f) for f in POLICY_FIELDS},
+        # the presence threshold in force: the one given, or the model's own
+        "policy": {**{f: getattr(engine_cfg, f) for f in POLICY_FIELDS},
+                   "presence_threshold": resolve_presence_threshold(engine_cfg.presence_threshold, model)},
         "data": data or f"synthetic seed {seed}", "seed": None if data else seed, "videos": len(records),
         "frames_per_video": synthetic.frames if not data else None,
         "frame_size": [synthetic.height, synthetic.width] if not data else None,

@@ -54,9 +54,11 @@ class EngineConfig:
 
     presence_threshold: an object is present in a frame, and its mask is returned, where its
     presence probability sigmoid(object-score logit) is above this; below it the mask is empty
-    and the frame counts as absent (for ``reanchor_after_absent``). 0.5 is SAM 2's own rule (its
-    decoder already empties the mask of a logit <= 0); higher trades missed frames for fewer
-    false positives where the target is absent (``scripts/probe_presence.py`` measures both).
+    and the frame counts as absent (for ``reanchor_after_absent``). None (default): the model's
+    own, ``model.config.presence_threshold``, which a calibrated checkpoint carries in its
+    metadata and is 0.5 otherwise. 0.5 is SAM 2's own rule (its decoder already empties the
+    mask of a logit <= 0); higher trades missed frames for fewer false positives where the
+    target is absent (``scripts/probe_presence.py`` measures both and calibrates a checkpoint).
     An output gate only: SAM 2's memory is written as without it.
 
     batch_objects: decode the objects of a frame as one batch where their histories match
@@ -67,7 +69,7 @@ class EngineConfig:
     max_objects: int = 8
     reanchor_after_absent: int = 0
     reanchor_every: int = 0
-    presence_threshold: float = 0.5
+    presence_threshold: float | None = None
     batch_objects: bool = True
 
     def __post_init__(self) -> None:
@@ -81,8 +83,19 @@ class EngineConfig:
             raise ValueError("max_objects must be >= 1")
         if self.reanchor_after_absent < 0 or self.reanchor_every < 0:
             raise ValueError("reanchor_after_absent and reanchor_every must be >= 0 (0: off)")
-        if not 0.5 <= self.presence_threshold < 1.0:
-            raise ValueError(f"presence_threshold must be in [0.5, 1), got {self.presence_threshold}")
+        if self.presence_threshold is not None and not 0.5 <= self.presence_threshold < 1.0:
+            raise ValueError(f"presence_threshold must be in [0.5, 1) or None (the model's), "
+                             f"got {self.presence_threshold}")
+
+
+def resolve_presence_threshold(threshold: float | None, model: MPGSAM2) -> float:
+    """The presence threshold in force: ``threshold``, or the model's own when None."""
+    return float(model.config.presence_threshold if threshold is None else threshold)
+
+
+def presence_logit(threshold: float) -> float:
+    """sigmoid(x) > t <=> x > logit(t): the object-score logit a mask must exceed (0.0 at 0.5)."""
+    return math.log(threshold / (1.0 - threshold))
 
 
 @dataclass
@@ -152,8 +165,8 @@ class StreamingEngine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
-        t = self.config.presence_threshold
-        self._presence_logit = math.log(t / (1.0 - t))  # sigmoid(x) > t <=> x > logit(t); 0.0 at 0.5
+        self.presence_threshold = resolve_presence_threshold(self.config.presence_threshold, model)
+        self._presence_logit = presence_logit(self.presence_threshold)
         self.preprocess = FramePreprocessor.for_model(model)
         self._objects: dict[int, _ObjectState] = {}
         self._command_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # padded ids, padding

@@ -20,6 +20,7 @@ from ..modeling.mpg_sam2 import MPGSAM2
 from ..modeling.multimodal_encoder import MultimodalFeatures
 from ..preprocess import FramePreprocessor, validate_frame
 from ..text import TextTokenizer
+from .engine import presence_logit, resolve_presence_threshold
 from .memory import MemoryBank
 
 
@@ -34,15 +35,21 @@ class VideoResult:
 
 
 class OfflineRunner:
-    """Arguments: a built model (eval mode), its tokenizer, and ``clip_len`` (None: the whole
-    video is one clip)."""
+    """Arguments: a built model (eval mode), its tokenizer, ``clip_len`` (None: the whole
+    video is one clip) and ``presence_threshold`` (as ``EngineConfig``'s: a mask is kept where
+    the presence probability is above it; None: the model's own)."""
 
-    def __init__(self, model: MPGSAM2, tokenizer: TextTokenizer, *, clip_len: int | None = None) -> None:
+    def __init__(self, model: MPGSAM2, tokenizer: TextTokenizer, *, clip_len: int | None = None,
+                 presence_threshold: float | None = None) -> None:
         if clip_len is not None and clip_len < 1:
             raise ValueError("clip_len must be >= 1")
+        if presence_threshold is not None and not 0.5 <= presence_threshold < 1.0:
+            raise ValueError(f"presence_threshold must be in [0.5, 1) or None (the model's), got {presence_threshold}")
         self.model = model
         self.tokenizer = tokenizer
         self.clip_len = clip_len
+        self.presence_threshold = resolve_presence_threshold(presence_threshold, model)
+        self._presence_logit = presence_logit(self.presence_threshold)
         self.preprocess = FramePreprocessor.for_model(model)
 
     @torch.inference_mode()
@@ -91,7 +98,8 @@ class OfflineRunner:
             )
             memory.add(out.memory, is_cond=(i == 0))
             logits = F.interpolate(out.mask_logits, size=frame.shape[:2], mode="bilinear", align_corners=False)
-            masks[:, start + i] = (logits[:, 0] > model.config.mask_threshold).cpu().numpy()
+            present = (out.object_score_logits[:, 0] > self._presence_logit)[:, None, None]
+            masks[:, start + i] = ((logits[:, 0] > model.config.mask_threshold) & present).cpu().numpy()
             scores[:, start + i] = torch.sigmoid(out.object_score_logits[:, 0]).float().cpu().numpy()
             if progress is not None:
                 progress(1)
