@@ -148,6 +148,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.write and not args.checkpoint:
         ap.error("--write needs --checkpoint (the file to calibrate)")
+    if args.write:  # before the long run: the file must be ours (the config lives in its metadata)
+        from mpg_sam2_ros.core.checkpoint import CheckpointError, read_checkpoint_config
+
+        try:
+            read_checkpoint_config(args.checkpoint)
+        except CheckpointError as exc:
+            ap.error(f"--write: {exc}")
     rows = collect(args.checkpoint, args.seed, args.videos, args.window)
     result = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos,
               "window": args.window, "expressions": len(rows), "auc_present": round(auc(rows), 4),

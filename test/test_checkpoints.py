@@ -178,6 +178,9 @@ def test_set_checkpoint_config_changes_only_the_output_thresholds(small_cfg, tmp
     assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
     with pytest.raises(Exception, match="presence_threshold"):
         small_cfg.with_overrides(["presence_threshold=0.3"])
+    with pytest.raises(Exception, match="presence_threshold"):
+        set_checkpoint_config(path, dataclasses.replace(small_cfg, presence_threshold=1.0))
+    assert path.read_bytes() == before
 
 
 def test_missing_and_corrupt_checkpoints(small_cfg, tmp_path):

@@ -223,14 +223,14 @@ def set_checkpoint_config(path: str | os.PathLike, config: ModelConfig, *,
                           extra: Mapping[str, str] | None = None) -> Path:
     """Rewrite the model config in the metadata of our checkpoint at ``path`` (e.g. a calibrated
     ``presence_threshold``), keeping its tensors and other metadata; ``extra`` adds entries.
-    The file is replaced atomically. A config that would rebuild another architecture is
-    refused: only the tensors' shapes are checked against it, so the rule is that everything
-    but the output thresholds must stay equal."""
+    The file is replaced atomically. Everything but the output thresholds must stay equal: a
+    config of another architecture would no longer describe the tensors."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     p = Path(path)
     old = read_checkpoint_config(p)
+    config.validate()
     keep = {"mask_threshold": None, "presence_threshold": None}
     if {**old.to_dict(), **keep} != {**config.to_dict(), **keep}:
         raise CheckpointError(f"{p}: only the output thresholds of a checkpoint's config may change")

@@ -192,7 +192,7 @@ class ModelConfig:
     ``mask_threshold`` (a mask logit) and ``presence_threshold`` (a presence probability,
     sigmoid of the object-score logit) are the model's own output thresholds: the engine, the
     offline runner and the node use them unless told otherwise. 0.5 is SAM 2's rule; a trained
-    checkpoint may carry a calibrated value (``scripts/probe_presence.py --calibrate``)."""
+    checkpoint may carry a calibrated value (``scripts/probe_presence.py --write``)."""
 
     name: str = "unnamed"
     sam2: Sam2Config = field(default_factory=Sam2Config)
