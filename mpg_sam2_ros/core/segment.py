@@ -105,10 +105,10 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
 
     bar = tqdm(total=len(frames), desc="segment", unit="frame", disable=not progress)
     t1 = time.perf_counter()
+    presence = (policy or {}).get("presence_threshold")  # None: the model's own
     if offline:
-        res = OfflineRunner(model, tokenizer, clip_len=clip_len,
-                            presence_threshold=(policy or {}).get("presence_threshold")).run(
-                                frames, list(texts), progress=bar.update)
+        res = OfflineRunner(model, tokenizer, clip_len=clip_len, presence_threshold=presence).run(
+            frames, list(texts), progress=bar.update)
     else:
         for i, f in enumerate(frames):
             if f.shape[:2] != frames[0].shape[:2]:
@@ -131,7 +131,7 @@ def run_segment(*, input_path: str, texts: Sequence[str], out_dir: str, config: 
         "config": cfg.name, "weights": pipe.weights, "parameters": parameter_counts(model)["total"], "input": str(input_path), "frames": len(frames),
         "frame_size": [h, w], "mode": "offline" if offline else "streaming",
         "window": None if offline else window, "lookahead": None if offline else lookahead,
-        "presence_threshold": resolve_presence_threshold((policy or {}).get("presence_threshold"), model),
+        "presence_threshold": resolve_presence_threshold(presence, model),
         "objects": [{"object_id": k, "text": clean[k], "mask_dir": str(out / f"object_{k}"),
                      "frames_present": int((masks[k].reshape(len(frames), -1).any(1)).sum()),
                      "mean_score": round(float(scores[k].mean()), 4)} for k in range(len(texts))],

@@ -83,9 +83,13 @@ class EngineConfig:
             raise ValueError("max_objects must be >= 1")
         if self.reanchor_after_absent < 0 or self.reanchor_every < 0:
             raise ValueError("reanchor_after_absent and reanchor_every must be >= 0 (0: off)")
-        if self.presence_threshold is not None and not 0.5 <= self.presence_threshold < 1.0:
-            raise ValueError(f"presence_threshold must be in [0.5, 1) or None (the model's), "
-                             f"got {self.presence_threshold}")
+        check_presence_threshold(self.presence_threshold)
+
+
+def check_presence_threshold(threshold: float | None) -> None:
+    """ValueError unless ``threshold`` is None (the model's own) or in [0.5, 1)."""
+    if threshold is not None and not 0.5 <= threshold < 1.0:
+        raise ValueError(f"presence_threshold must be in [0.5, 1) or None (the model's), got {threshold}")
 
 
 def resolve_presence_threshold(threshold: float | None, model: MPGSAM2) -> float:

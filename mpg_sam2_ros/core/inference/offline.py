@@ -20,7 +20,7 @@ from ..modeling.mpg_sam2 import MPGSAM2
 from ..modeling.multimodal_encoder import MultimodalFeatures
 from ..preprocess import FramePreprocessor, validate_frame
 from ..text import TextTokenizer
-from .engine import presence_logit, resolve_presence_threshold
+from .engine import check_presence_threshold, presence_logit, resolve_presence_threshold
 from .memory import MemoryBank
 
 
@@ -43,8 +43,7 @@ class OfflineRunner:
                  presence_threshold: float | None = None) -> None:
         if clip_len is not None and clip_len < 1:
             raise ValueError("clip_len must be >= 1")
-        if presence_threshold is not None and not 0.5 <= presence_threshold < 1.0:
-            raise ValueError(f"presence_threshold must be in [0.5, 1) or None (the model's), got {presence_threshold}")
+        check_presence_threshold(presence_threshold)
         self.model = model
         self.tokenizer = tokenizer
         self.clip_len = clip_len
