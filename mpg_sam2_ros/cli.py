@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="weights (default: the bundled default model)")
     p.add_argument("--window", type=int, default=8, help="frames of global context (default 8)")
     p.add_argument("--lookahead", type=int, default=0, help="frames of look-ahead (output delay; default 0)")
+    _add_policy_args(p)
     p.add_argument("--realtime", type=float, nargs="?", const=1.0, default=None, metavar="RATE",
                    help="replay at the recorded pace (x RATE, default 1.0): frames arriving while the model is busy "
                         "are dropped as on the robot. Default: every frame is processed (best case)")
@@ -366,7 +367,7 @@ def cmd_bag_replay(args: argparse.Namespace) -> int:
     opts = ReplayOptions(
         bag=args.bag, texts=args.text, out=args.out, image_topic=args.image_topic, gt=args.gt, gt_topic=args.gt_topic,
         config=args.config, overrides=tuple(args.overrides), checkpoint=args.checkpoint, window=args.window,
-        lookahead=args.lookahead, realtime=args.realtime, live=args.live, overwrite=args.overwrite,
+        lookahead=args.lookahead, **_policy(args), realtime=args.realtime, live=args.live, overwrite=args.overwrite,
         progress=not args.quiet, node_name=args.node, start_node=args.start_node, node_timeout=args.node_timeout,
     )
     summary = run_bag_replay(opts)

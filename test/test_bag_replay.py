@@ -177,6 +177,44 @@ def test_realtime_drops_frames_like_the_node(tmp_path, video):
     assert slow["latency_ms"]["p50"] == pytest.approx(slow["engine_ms"]["p50"], rel=0.01)
 
 
+def test_stream_policies_reach_the_engine_and_the_summary(tmp_path, video):
+    """--presence-threshold and re-anchoring: the summary records the values in force (the model's
+    own threshold when none is given); a higher threshold gates the masks, not the memory, so each
+    mask is the one at SAM 2's rule or empty, and empty wherever the score is at or below it. The
+    bundled model (random weights score every object near 0.44, absent under any threshold)."""
+    from mpg_sam2_ros.core.pipeline import load_pipeline
+
+    frames, _ = video
+    bag = write_image_bag(tmp_path / "in", frames)
+    own = load_pipeline(None, (), None).model.config.presence_threshold
+    base = replay(bag, tmp_path / "base", config=None)
+    assert base["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 0, "presence_threshold": own}
+    lo = replay(bag, tmp_path / "lo", config=None, presence_threshold=0.5)
+    hi = replay(bag, tmp_path / "hi", config=None, presence_threshold=0.95, reanchor_every=4)
+    assert hi["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 4, "presence_threshold": 0.95}
+    segs = {k: [seg for _, seg in read_topic(tmp_path / k / "result_bag", "/segmentation")] for k in ("lo", "hi")}
+    assert len(segs["lo"]) == len(segs["hi"]) == T
+    shown = emptied = 0
+    for a, b in zip(segs["lo"][:4], segs["hi"][:4]):  # the memories agree until the first re-anchoring
+        for oa, ob in zip(a.objects, b.objects):
+            assert oa.score == pytest.approx(ob.score, abs=1e-5)
+            ma, mb = np.asarray(oa.mask.data), np.asarray(ob.mask.data)
+            assert ob.present == bool(mb.any()) and oa.present == bool(ma.any())
+            if ob.score > 0.95:
+                assert np.array_equal(ma, mb)
+                shown += int(mb.any())
+            else:
+                assert not mb.any()
+                emptied += int(ma.any())
+    assert shown > 0 and emptied > 0, (shown, emptied)
+    for k, v in [("presence_threshold", 0.3), ("reanchor_every", -1)]:
+        with pytest.raises(ValueError):
+            replay(bag, tmp_path / "bad", **{k: v})
+    with pytest.raises(ValueError, match="--start-node"):  # a running node's parameters are its own
+        replay(bag, tmp_path / "bad", live=True, presence_threshold=0.9)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
 def test_ground_truth_by_index_label_images_and_topic(tmp_path, video):
     from PIL import Image
 
@@ -314,6 +352,7 @@ def test_bad_input_one_line_errors(tmp_path, video):
         (["--bag", str(good), "--out", str(busy)], "already holds results"),
         (["--bag", str(good), "--gt", str(tmp_path / "nogt")], "ground-truth folder not found"),
         (["--bag", str(good), "--realtime", "0"], "must be > 0"),
+        (["--bag", str(good), "--presence-threshold", "0.3"], "presence_threshold must be in [0.5, 1)"),
     ]
     for args, expected in cases:
         if "--out" not in args:
@@ -343,16 +382,19 @@ def test_live_against_the_real_node(tmp_path, video, gt_dir):
             write_mask(gt / f"object_{k}" / f"{stamp_name((ns // 10**9, ns % 10**9))}.png", lab == k + 1)
     p = subprocess.run(cmd + ["bag-replay", "--bag", str(bag), "--text", TEXTS[0], "--text", TEXTS[1], "--out",
                               str(tmp_path / "live"), "--config", "cpu_small", "--gt", str(gt), "--live", "--start-node",
-                              "--node-timeout", "120", "--quiet"], capture_output=True, text=True, timeout=280, env=env)
+                              "--node-timeout", "120", "--presence-threshold", "0.6", "--reanchor-every", "4", "--quiet"],
+                       capture_output=True, text=True, timeout=280, env=env)
     assert p.returncode == 0, p.stderr[-3000:] + (tmp_path / "live" / "node.log").read_text()[-3000:]
     s = json.loads(p.stdout)
     assert s["mode"] == "live" and s["node"]["started_here"] and s["node"]["exit_code"] == 0
     assert s["model"]["config"] == "cpu_small"
+    # the policy went to the node as parameters; the threshold is the one its diagnostics report
+    assert s["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 4, "presence_threshold": 0.6}
     assert s["frames"]["read"] == T and s["frames"]["outputs"] == T and s["frames"]["dropped"] == 0
     assert s["transport_latency_ms"]["p50"] is not None and s["latency_ms"]["p50"] >= s["node_latency_ms"]["p50"] * 0.5
     segs = read_topic(tmp_path / "live" / "result_bag", "/segmentation")
     assert len(segs) == T and [seg.objects[0].text for _, seg in segs] == [TEXTS[0]] * T
-    offline = replay(bag, tmp_path / "offline", gt=str(gt))
+    offline = replay(bag, tmp_path / "offline", gt=str(gt), presence_threshold=0.6, reanchor_every=4)
     assert s["J&F"] == pytest.approx(offline["J&F"], abs=1e-3)
     report = evaluate_folders(tmp_path / "live" / "masks", tmp_path / "live" / "gt").as_dict()
     assert report["J&F"] == pytest.approx(s["J&F"], abs=1e-3)

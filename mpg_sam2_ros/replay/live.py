@@ -46,7 +46,11 @@ def _node_paths(node_name: str) -> tuple[str, str]:
 def start_node_process(opts, compressed: bool, log_path: Path) -> subprocess.Popen:
     args = ["-p", f"window:={opts.window}", "-p", f"lookahead:={opts.lookahead}",
             "-p", f"use_compressed:={'true' if compressed else 'false'}", "-p", "image_reliability:=reliable",
-            "-p", "image_depth:=1", "-p", f"mask_threshold:={float(opts.mask_threshold)}"]
+            "-p", "image_depth:=1", "-p", f"mask_threshold:={float(opts.mask_threshold)}",
+            "-p", f"reanchor_after_absent:={int(opts.reanchor_after_absent)}",
+            "-p", f"reanchor_every:={int(opts.reanchor_every)}",
+            # 0.0: the node's rule for the model's own threshold
+            "-p", f"presence_threshold:={float(opts.presence_threshold or 0.0)}"]
     if opts.config:
         args += ["-p", f"model_config:={opts.config}"]
     if opts.checkpoint:
@@ -193,6 +197,14 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
             time.sleep(0.05)
         time.sleep(0.3)  # let the image match settle on both sides
         model = {"config": diag_values.get("model", "?"), "weights": diag_values.get("weights", "?")}
+        try:  # the threshold in force, as the node reports it
+            threshold = float(diag_values.get("presence_threshold", ""))
+        except ValueError:
+            threshold = None
+        # a running node's re-anchoring is its own (not in its diagnostics): None
+        policy = {"reanchor_after_absent": opts.reanchor_after_absent if proc is not None else None,
+                  "reanchor_every": opts.reanchor_every if proc is not None else None,
+                  "presence_threshold": threshold}
         caption = f"{model['config']}, W={opts.window}" + (f", k={opts.lookahead}" if opts.lookahead else "") + ", live"
         sink = ResultSink(Path(opts.out), clean, gt, result_bag, fps=fps, caption=caption)
 
@@ -306,7 +318,7 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
         return {"p50": round(float(np.percentile(a, 50)), 2), "p95": round(float(np.percentile(a, 95)), 2),
                 "max": round(float(a.max()), 2)}
 
-    return {"sink": sink, "model": model, "stream_resets": resets, "interrupted": interrupted,
+    return {"sink": sink, "model": model, "policy": policy, "stream_resets": resets, "interrupted": interrupted,
             "node_latency_ms": pct(node_ms), "transport_latency_ms": pct(transport_ms),
             "node": {"name": full, "started_here": proc is not None, "exit_code": node_rc,
                      "log": str(node_log) if proc is not None else None, "device": diag_values.get("device")}}

@@ -52,6 +52,10 @@ class ReplayOptions:
     checkpoint: str | None = None
     window: int = 8
     lookahead: int = 0
+    # the engine's stream policies (EngineConfig, POLICY_FIELDS); presence_threshold None: the model's own
+    reanchor_after_absent: int = 0
+    reanchor_every: int = 0
+    presence_threshold: float | None = None
     realtime: float | None = None     # None: every frame; else the replay rate (1.0 = recorded pace)
     live: bool = False
     overwrite: bool = False
@@ -99,6 +103,24 @@ def _recorded_fps(bag: InputBag, topic: str) -> float:
     return float(min(60.0, max(1.0, (n - 1) / dur))) if dur > 0 else 10.0
 
 
+def policy_of(opts: ReplayOptions) -> dict[str, Any]:
+    """The stream policies asked for (``POLICY_FIELDS``; presence_threshold None: the model's own)."""
+    from ..core.inference.engine import POLICY_FIELDS
+
+    return {f: getattr(opts, f) for f in POLICY_FIELDS}
+
+
+def check_policy(opts: ReplayOptions) -> None:
+    """ValueError for a bad policy, before the model loads or the node starts."""
+    from ..core.inference.engine import EngineConfig
+
+    EngineConfig(window=opts.window, lookahead=opts.lookahead, **policy_of(opts))
+    if opts.live and not opts.start_node and (opts.reanchor_after_absent or opts.reanchor_every
+                                              or opts.presence_threshold is not None):
+        raise ValueError("--reanchor-after-absent, --reanchor-every and --presence-threshold go to a node started "
+                         "here (--live --start-node); set a running node's with `ros2 param set`")
+
+
 def open_inputs(opts: ReplayOptions) -> tuple[InputBag, str, list[str]]:
     """Checks that need no model: texts, bag, topic, output folder."""
     texts = [t for t in opts.texts]
@@ -112,6 +134,7 @@ def open_inputs(opts: ReplayOptions) -> tuple[InputBag, str, list[str]]:
         raise ValueError("give --gt or --gt-topic, not both")
     if opts.realtime is not None and opts.realtime <= 0:
         raise ValueError("--realtime RATE must be > 0")
+    check_policy(opts)
     bag = InputBag(opts.bag)
     try:
         topic = bag.select_image_topic(opts.image_topic)
@@ -187,6 +210,7 @@ def run_bag_replay(opts: ReplayOptions, log: Callable[[str], Any] | None = None)
                     "clock": "live ROS graph" if opts.live else "simulated (recorded receive times / rate, measured engine time)"}
                    if opts.realtime is not None or opts.live else {"realtime": False, "note": "every frame processed (best case)"}),
         "texts": texts, "model": core.pop("model"), "window": opts.window, "lookahead": opts.lookahead,
+        "policy": core.pop("policy"),
         "frames": {
             "read": len(recs), "skipped": len(skipped), "processed": sum(r.processed for r in recs),
             "dropped": sum(r.dropped for r in recs), "outputs": sum(r.output for r in recs),
@@ -220,7 +244,7 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
     from tqdm import tqdm
 
     from ..core.pipeline import load_pipeline
-    from ..core.inference.engine import StreamingEngine
+    from ..core.inference.engine import StreamingEngine, resolve_presence_threshold
     from ..ros.commands import AUTO_ID, REPLACE, CommandTable, fit_expression
     from ..ros.health import Counters, LatencyWindow
     from ..ros.params import NodeSettings
@@ -241,8 +265,10 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
 
     processor = FrameProcessor(build_engine=lambda cfg: StreamingEngine(pipe.model, pipe.tokenizer, cfg),
                                table=table, counters=counters, engine_times=LatencyWindow(), warn=warn)
+    policy = policy_of(opts)
     settings = NodeSettings(window=opts.window, lookahead=opts.lookahead, max_objects=max(8, len(texts)),
-                            mask_threshold=opts.mask_threshold, max_image_side=opts.max_image_side)
+                            mask_threshold=opts.mask_threshold, max_image_side=opts.max_image_side,
+                            **{**policy, "presence_threshold": policy["presence_threshold"] or 0.0})  # 0.0: the model's own
     caption = f"{pipe.config.name}, W={opts.window}" + (f", k={opts.lookahead}" if opts.lookahead else "")
     sink = ResultSink(Path(opts.out), clean, gt, result_bag, fps=fps, caption=caption)
     msgtype = bag.msgtype(topic)
@@ -316,6 +342,7 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
         log("[bag-replay] interrupted: writing what is done (the result bag stays valid)")
     finally:
         bar.close()
-    return {"sink": sink, "model": {"config": pipe.config.name, "weights": pipe.weights},
+    policy["presence_threshold"] = resolve_presence_threshold(opts.presence_threshold, pipe.model)  # in force
+    return {"sink": sink, "model": {"config": pipe.config.name, "weights": pipe.weights}, "policy": policy,
             "stream_resets": state["resets"], "interrupted": interrupted,
             "engine_ms": _percentiles(state["engine_ms"])}
