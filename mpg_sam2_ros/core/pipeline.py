@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import load_weights, read_checkpoint_config
+from .checkpoint import CheckpointError, load_weights, read_checkpoint_config
 from .config import ModelConfig, load_model_config, resolve_data_path
 from .modeling import MPGSAM2, build_model
 from .text import TextTokenizer
@@ -48,6 +48,9 @@ def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), chec
     - ``checkpoint`` only: our safetensors rebuild their own config (other formats need ``config``);
     - ``config`` only: that config with random weights from ``seed``.
     """
+    if checkpoint is not None and not str(checkpoint).strip():
+        # e.g. --checkpoint "$CKPT" with CKPT unset: never fall back to random weights silently
+        raise CheckpointError("the checkpoint path is empty (leave it out for the bundled model)")
     bundled = False
     if config is None and checkpoint is None:
         default = default_checkpoint()
