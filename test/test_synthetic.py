@@ -173,6 +173,38 @@ def test_probe_presence_write_calibrates_the_checkpoint(tmp_path):
     assert res["policy"]["presence_threshold"] == 0.9
 
 
+def test_probe_errors_splits_what_j_loses():
+    """scripts/probe_errors.py: each frame in one class, the classes' losses add up to 1 - J, and
+    J is bench-accuracy's J on the same videos (the bundled model, so the classes are mixed)."""
+    import importlib.util
+
+    from mpg_sam2_ros.training.bench_accuracy import run_bench_accuracy
+
+    spec = importlib.util.spec_from_file_location("probe_errors", REPO / "scripts" / "probe_errors.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    label = np.zeros((6, 6), np.uint8)
+    label[:2, :2], label[3:, 3:] = 1, 2
+    m = np.zeros((6, 6), bool)
+    assert probe.classify(m, label, 1) == "missed" and probe.classify(m, label, 3) == "absent_empty"
+    m[3:5, 3:5] = True
+    assert probe.classify(m, label, 1) == "wrong_object" and probe.classify(m, label, 3) == "absent_shown"
+    m[:2, :2] = True  # 4 pixels on each: the target wins a tie
+    assert probe.classify(m, label, 1) == "on_target" and probe.classify(m, label, 2) == "on_target"
+    m = np.zeros((6, 6), bool)
+    m[5, 0] = True  # only the background
+    assert probe.classify(m, label, 1) == "wrong_object"
+    syn = SyntheticConfig(frames=8)
+    frames, _ = probe.collect(None, seed=5, videos=2, window=4, presence_threshold=0.5, synthetic=syn)
+    s = probe.summarise(frames)
+    assert sum(s["frames_by_class"].values()) == s["frames"] == len(frames)
+    assert sum(s["loss_share"].values()) == pytest.approx(100 - s["J"], abs=0.05)
+    assert s["frames_by_class"]["on_target"] > 0 and s["frames_by_class"]["wrong_object"] > 0
+    res = run_bench_accuracy(seed=5, videos=2, window=4, policy={"presence_threshold": 0.5}, synthetic=syn,
+                             progress=False)
+    assert s["J"] == pytest.approx(res["J"], abs=0.011) and s["expressions"] == res["modes"]["streaming"]["expressions"]
+
+
 def test_bench_accuracy_json(tmp_path, capsys):
     out = tmp_path / "acc.json"
     rc = main(["bench-accuracy", "--config", "cpu_small", "--seed", "5", "--videos", "2", "--frames", "6",

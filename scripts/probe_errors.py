@@ -1,0 +1,125 @@
+"""Where do the missing J points go: the wrong object, a missed frame, a mask on an absent
+object, or a coarse mask on the right one?
+
+``bench-accuracy`` gives J; this splits 1 - J into its causes. Every frame of every expression on
+the synthetic videos of a seed (the videos ``bench-accuracy --seed S`` scores) is put in one class:
+
+- ``on_target``: the target is visible and the mask overlaps it more than any other object;
+- ``wrong_object``: the target is visible and the mask overlaps another object more (or only
+  the background);
+- ``missed``: the target is visible and the mask is empty;
+- ``absent_empty`` / ``absent_shown``: the target is not visible and the mask is empty / not.
+
+J of a frame is ``core.evaluation.region_similarity`` (IoU; 1 when both are empty), J of an
+expression the mean over its frames and J the mean over expressions, as ``mpg-sam2 eval``
+computes it. ``loss_share[c]`` is the part of 1 - J lost on frames of class c (the shares add up
+to 1 - J), so ``J + loss_share[c]`` is J had those frames been perfect. ``on_target`` frames
+are also binned by the target's area, to tell mask precision from grounding.
+
+    .venv/bin/python scripts/probe_errors.py --seed 777 --videos 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+CLASSES = ("on_target", "wrong_object", "missed", "absent_empty", "absent_shown")
+AREA_BINS = (0, 200, 500, 1000, 3000)  # pixels of the target (frames are 160 x 120 by default)
+
+
+def classify(mask: np.ndarray, label: np.ndarray, target: int) -> str:
+    """The class of one frame (see the module docstring); ``label``: object ids, 0 background."""
+    tgt = label == target
+    if not tgt.any():
+        return "absent_shown" if mask.any() else "absent_empty"
+    if not mask.any():
+        return "missed"
+    on = np.bincount(label[mask].ravel(), minlength=int(label.max()) + 1)
+    on[0] = 0  # the background is not an object
+    return "on_target" if on[target] > 0 and on[target] == on.max() else "wrong_object"
+
+
+def summarise(frames: list[tuple[str, int, str, float, int]]) -> dict:
+    """``frames``: (expression key, expression type, class, J of the frame, target area)."""
+    keys = list(dict.fromkeys(f[0] for f in frames))
+    per_expr = {k: [] for k in keys}
+    for f in frames:
+        per_expr[f[0]].append(f)
+    share = dict.fromkeys(CLASSES, 0.0)
+    count = dict.fromkeys(CLASSES, 0)
+    for rows in per_expr.values():
+        for _, _, c, j, _ in rows:
+            share[c] += (1.0 - j) / len(rows) / len(keys)
+            count[c] += 1
+    J = float(np.mean([np.mean([r[3] for r in rows]) for rows in per_expr.values()]))
+    on = [(j, a) for _, _, c, j, a in frames if c == "on_target"]
+    bins = {}
+    for lo, hi in zip(AREA_BINS, AREA_BINS[1:] + (None,)):
+        sel = [j for j, a in on if a >= lo and (hi is None or a < hi)]
+        if sel:
+            bins[f"{lo}-{hi or 'inf'}"] = {"frames": len(sel), "J": round(float(np.mean(sel)), 4)}
+    return {
+        "expressions": len(keys), "frames": len(frames), "J": round(100 * J, 2),
+        "frames_by_class": count,
+        "loss_share": {c: round(100 * v, 2) for c, v in share.items()},  # J points; they add up to 100 - J
+        "on_target_J": round(float(np.mean([j for j, _ in on])), 4) if on else None,
+        "on_target_J_by_area": bins,
+    }
+
+
+def collect(checkpoint: str | None, *, seed: int, videos: int, window: int, presence_threshold: float | None,
+            synthetic=None) -> tuple[list[tuple[str, str, str, float, int]], object]:
+    """Runs the streaming engine on videos ``0 .. videos-1`` of ``seed`` (what bench-accuracy
+    scores); returns every frame's (expression key, type, class, J, target area) and the pipeline."""
+    from mpg_sam2_ros.core.evaluation import region_similarity
+    from mpg_sam2_ros.core.pipeline import load_pipeline
+    from mpg_sam2_ros.core.segment import run_streaming
+    from mpg_sam2_ros.training.synthetic import SyntheticConfig, generate_video
+
+    pipe = load_pipeline(None, [], checkpoint)
+    frames = []
+    for index in range(videos):
+        video = generate_video(seed, index, synthetic or SyntheticConfig())
+        res = run_streaming(pipe.model, pipe.tokenizer, list(video.frames), [e.text for e in video.expressions],
+                            window=window, policy={"presence_threshold": presence_threshold})
+        for k, expr in enumerate(video.expressions):
+            for i, label in enumerate(video.labels):
+                mask, tgt = res.masks[k, i], label == expr.target
+                frames.append((f"{video.name}/{k}", expr.type, classify(mask, label, expr.target),
+                               region_similarity(mask, tgt), int(tgt.sum())))
+    return frames, pipe
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="weights (default: the bundled model)")
+    ap.add_argument("--seed", type=int, default=777)
+    ap.add_argument("--videos", type=int, default=30)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--presence-threshold", type=float, default=None, help="default: the model's own")
+    ap.add_argument("--out", help="also write the JSON here")
+    args = ap.parse_args()
+
+    from mpg_sam2_ros.core.inference.engine import resolve_presence_threshold
+
+    frames, pipe = collect(args.checkpoint, seed=args.seed, videos=args.videos, window=args.window,
+                           presence_threshold=args.presence_threshold)
+    out = {"checkpoint": args.checkpoint or "bundled", "weights": pipe.weights, "seed": args.seed,
+           "videos": args.videos, "window": args.window,
+           "presence_threshold": resolve_presence_threshold(args.presence_threshold, pipe.model),
+           "all": summarise(frames)}
+    for t in sorted({f[1] for f in frames}):
+        out[t] = summarise([f for f in frames if f[1] == t])
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
