@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish the bag over real ROS topics to a running mpg_sam2_node and record what it publishes")
     p.add_argument("--node", default="/mpg_sam2", help="--live: the node's name, for its services (default /mpg_sam2)")
     p.add_argument("--start-node", action="store_true",
-                   help="--live: start mpg_sam2_node (with --config/--checkpoint/--window/--lookahead) and stop it after")
+                   help="--live: start mpg_sam2_node (with --config/--checkpoint/--window/--lookahead and the "
+                        "policy options) and stop it after")
     p.add_argument("--node-timeout", type=float, default=60.0, help="--live: seconds to wait for the node (default 60)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -4,7 +4,8 @@ object, or a coarse mask on the right one?
 ``bench-accuracy`` gives J; this splits 1 - J into its causes. Every frame of every expression on
 the synthetic videos of a seed (the videos ``bench-accuracy --seed S`` scores) is put in one class:
 
-- ``on_target``: the target is visible and the mask overlaps it more than any other object;
+- ``on_target``: the target is visible and the mask overlaps it at least as much as any other
+  object;
 - ``wrong_object``: the target is visible and the mask overlaps another object more (or only
   the background);
 - ``missed``: the target is visible and the mask is empty;
@@ -14,7 +15,8 @@ J of a frame is ``core.evaluation.region_similarity`` (IoU; 1 when both are empt
 expression the mean over its frames and J the mean over expressions, as ``mpg-sam2 eval``
 computes it. ``loss_share[c]`` is the part of 1 - J lost on frames of class c (the shares add up
 to 1 - J), so ``J + loss_share[c]`` is J had those frames been perfect. ``on_target`` frames
-are also binned by the target's area, to tell mask precision from grounding.
+are also binned by the target's area, to tell mask precision from grounding (``on_target_J``
+and the bins are means over frames, not over expressions as J is).
 
     .venv/bin/python scripts/probe_errors.py --seed 777 --videos 30
 """
@@ -31,7 +33,11 @@ AREA_BINS = (0, 200, 500, 1000, 3000)  # pixels of the target (frames are 160 x 
 
 
 def classify(mask: np.ndarray, label: np.ndarray, target: int) -> str:
-    """The class of one frame (see the module docstring); ``label``: object ids, 0 background."""
+    """The class of one frame (see the module docstring); ``mask``: bool [H, W]; ``label``:
+    object ids [H, W], 0 background."""
+    mask = np.asarray(mask, bool)
+    if mask.shape != label.shape:
+        raise ValueError(f"mask is {mask.shape}, label {label.shape}")
     tgt = label == target
     if not tgt.any():
         return "absent_shown" if mask.any() else "absent_empty"
@@ -42,8 +48,10 @@ def classify(mask: np.ndarray, label: np.ndarray, target: int) -> str:
     return "on_target" if on[target] > 0 and on[target] == on.max() else "wrong_object"
 
 
-def summarise(frames: list[tuple[str, int, str, float, int]]) -> dict:
+def summarise(frames: list[tuple[str, str, str, float, int]]) -> dict:
     """``frames``: (expression key, expression type, class, J of the frame, target area)."""
+    if not frames:
+        raise ValueError("no frames to summarise (no videos, or no expressions)")
     keys = list(dict.fromkeys(f[0] for f in frames))
     per_expr = {k: [] for k in keys}
     for f in frames:

@@ -5,6 +5,7 @@ weights (deterministic), so the checks are about the data path, not about accura
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -212,6 +213,15 @@ def test_stream_policies_reach_the_engine_and_the_summary(tmp_path, video):
             replay(bag, tmp_path / "bad", **{k: v})
     with pytest.raises(ValueError, match="--start-node"):  # a running node's parameters are its own
         replay(bag, tmp_path / "bad", live=True, presence_threshold=0.9)
+    if importlib.util.find_spec("rclpy"):  # a node started here takes at most 0.999: refused up front
+        with pytest.raises(ValueError, match="--presence-threshold"):
+            replay(bag, tmp_path / "bad", live=True, start_node=True, presence_threshold=0.9995)
+    from mpg_sam2_ros.core.checkpoint import CheckpointError
+    from mpg_sam2_ros.core.config import ConfigError
+
+    for empty, error in (({"checkpoint": ""}, CheckpointError), ({"config": ""}, ConfigError)):
+        with pytest.raises(error, match="is empty"):  # an unset shell variable: never a silent default
+            replay(bag, tmp_path / "bad", live=True, start_node=True, **empty)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 

@@ -86,8 +86,10 @@ def test_demo_refuses_a_missing_checkpoint(tmp_path):
     res = run("demo", "--no-ros", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.safetensors"), check=False)
     assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     # an empty path (an unset shell variable) is an error, not random weights
-    res = run("bench-accuracy", "--checkpoint", "", "--seed", "1", "--videos", "1", "--quiet", check=False)
-    assert res.returncode == 2 and "checkpoint path is empty" in res.stderr and "Traceback" not in res.stderr
+    for args in (("bench-accuracy", "--seed", "1", "--videos", "1"), ("demo", "--out", str(tmp_path / "d")),
+                 ("bench-node", "--frames", "1")):  # the last two start a node, which would take "" as its default
+        res = run(*args, "--checkpoint", "", check=False)
+        assert res.returncode == 2 and "checkpoint path is empty" in res.stderr and "Traceback" not in res.stderr, args
 
 
 def test_segment_streaming_two_objects_then_offline_from_video(tmp_path):

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from .checkpoint import CheckpointError, load_weights, read_checkpoint_config
-from .config import ModelConfig, load_model_config, resolve_data_path
+from .config import ConfigError, ModelConfig, load_model_config, resolve_data_path
 from .modeling import MPGSAM2, build_model
 from .text import TextTokenizer
 
@@ -39,6 +39,16 @@ def load_tokenizer(cfg: ModelConfig) -> TextTokenizer:
     return TextTokenizer(resolve_data_path(cfg.tokenizer), max_len=cfg.beit3.max_text_len, vocab_size=cfg.beit3.vocab_size)
 
 
+def check_model_paths(config: str | None, checkpoint: str | None) -> None:
+    """An empty ``config`` or ``checkpoint`` (e.g. ``--checkpoint "$CKPT"`` with CKPT unset) is
+    an error, never a silent fall-back to random weights or to the bundled model; None means
+    "not given". For every path that loads a model, here or in a node started for it."""
+    if checkpoint is not None and not str(checkpoint).strip():
+        raise CheckpointError("the checkpoint path is empty (leave it out for the bundled model)")
+    if config is not None and not str(config).strip():
+        raise ConfigError("the model config is empty (leave it out for the bundled model)")
+
+
 def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), checkpoint: str | None = None,
                   seed: int = 0) -> Pipeline:
     """Build a model and load its weights.
@@ -48,9 +58,7 @@ def load_pipeline(config: str | None = None, overrides: Sequence[str] = (), chec
     - ``checkpoint`` only: our safetensors rebuild their own config (other formats need ``config``);
     - ``config`` only: that config with random weights from ``seed``.
     """
-    if checkpoint is not None and not str(checkpoint).strip():
-        # e.g. --checkpoint "$CKPT" with CKPT unset: never fall back to random weights silently
-        raise CheckpointError("the checkpoint path is empty (leave it out for the bundled model)")
+    check_model_paths(config, checkpoint)
     bundled = False
     if config is None and checkpoint is None:
         default = default_checkpoint()

@@ -110,11 +110,22 @@ def policy_of(opts: ReplayOptions) -> dict[str, Any]:
     return {f: getattr(opts, f) for f in POLICY_FIELDS}
 
 
-def check_policy(opts: ReplayOptions) -> None:
-    """ValueError for a bad policy, before the model loads or the node starts."""
+def check_model_options(opts: ReplayOptions) -> None:
+    """A one-line error for empty model paths or a bad policy, before the model loads or the node
+    starts; with --start-node the policy must also be in the node's parameter ranges."""
     from ..core.inference.engine import EngineConfig
+    from ..core.pipeline import check_model_paths
 
-    EngineConfig(window=opts.window, lookahead=opts.lookahead, **policy_of(opts))
+    check_model_paths(opts.config, opts.checkpoint)
+    policy = policy_of(opts)
+    EngineConfig(window=opts.window, lookahead=opts.lookahead, **policy)
+    if opts.live and opts.start_node:
+        from ..ros.params import validate
+
+        for name, value in {**policy, "presence_threshold": policy["presence_threshold"] or 0.0}.items():
+            why = validate(name, value)
+            if why:
+                raise ValueError(f"--{name.replace('_', '-')}: {why}")
     if opts.live and not opts.start_node and (opts.reanchor_after_absent or opts.reanchor_every
                                               or opts.presence_threshold is not None):
         raise ValueError("--reanchor-after-absent, --reanchor-every and --presence-threshold go to a node started "
@@ -134,7 +145,7 @@ def open_inputs(opts: ReplayOptions) -> tuple[InputBag, str, list[str]]:
         raise ValueError("give --gt or --gt-topic, not both")
     if opts.realtime is not None and opts.realtime <= 0:
         raise ValueError("--realtime RATE must be > 0")
-    check_policy(opts)
+    check_model_options(opts)
     bag = InputBag(opts.bag)
     try:
         topic = bag.select_image_topic(opts.image_topic)

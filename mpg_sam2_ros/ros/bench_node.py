@@ -53,6 +53,9 @@ def run_bench_node(*, frames: int = 2000, rate_hz: float = 30.0, width: int = 64
                    start_timeout: float = 180.0, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     import psutil
 
+    from ..core.pipeline import check_model_paths
+
+    check_model_paths(config, checkpoint)  # "" would silently give the node's default model
     domain = 201 + os.getpid() % 30
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
