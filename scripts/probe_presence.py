@@ -74,7 +74,7 @@ def at_threshold(rows: list[dict], t: float) -> dict:
     per_type: dict[str, list[float]] = {x: [] for x in EXPRESSION_TYPES}
     overall, fp, absent, missed, present = [], 0, 0, 0, 0
     for r in rows:
-        keep = r["prob"] >= t
+        keep = r["prob"] > t  # the engine's rule: shown where the probability exceeds t
         jf = np.where(keep, r["jf"], r["jf_empty"]).mean()
         overall.append(jf)
         per_type.setdefault(r["type"], []).append(jf)

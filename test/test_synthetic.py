@@ -127,7 +127,8 @@ def test_probe_presence_recomputes_what_the_engine_gate_gives():
     syn = SyntheticConfig(frames=8)
     rows = probe.collect(None, seed=5, videos=2, window=4, synthetic=syn)
     probs = sorted({float(p) for r in rows for p in r["prob"] if p > 0.5})
-    t = probs[len(probs) // 2]  # a threshold that blanks some of the shown frames and keeps others
+    k = len(probs) // 2  # a threshold that blanks some of the shown frames and keeps others, halfway
+    t = (probs[k - 1] + probs[k]) / 2  # between two scores: no frame sits on it (float32 vs the engine's logit)
     for threshold in (0.5, t):
         got = probe.at_threshold(rows, threshold)
         res = run_bench_accuracy(seed=5, videos=2, window=4, policy={"presence_threshold": threshold}, synthetic=syn,
