@@ -29,6 +29,7 @@ import numpy as np
 from ..core.render import Drawn
 from .bags import BagError, DecodeError, InputBag, ResultBag, decode_image, deserialize, stamp_of, SEGMENTATION_TYPE
 from .groundtruth import GroundTruth
+from .run import node_policy
 from .sink import FrameRecord, ResultSink
 
 
@@ -46,11 +47,9 @@ def _node_paths(node_name: str) -> tuple[str, str]:
 def start_node_process(opts, compressed: bool, log_path: Path) -> subprocess.Popen:
     args = ["-p", f"window:={opts.window}", "-p", f"lookahead:={opts.lookahead}",
             "-p", f"use_compressed:={'true' if compressed else 'false'}", "-p", "image_reliability:=reliable",
-            "-p", "image_depth:=1", "-p", f"mask_threshold:={float(opts.mask_threshold)}",
-            "-p", f"reanchor_after_absent:={int(opts.reanchor_after_absent)}",
-            "-p", f"reanchor_every:={int(opts.reanchor_every)}",
-            # 0.0: the node's rule for the model's own threshold
-            "-p", f"presence_threshold:={float(opts.presence_threshold or 0.0)}"]
+            "-p", "image_depth:=1", "-p", f"mask_threshold:={float(opts.mask_threshold)}"]
+    for name, value in node_policy(opts).items():
+        args += ["-p", f"{name}:={value}"]
     if opts.config:
         args += ["-p", f"model_config:={opts.config}"]
     if opts.checkpoint:

@@ -110,6 +110,14 @@ def policy_of(opts: ReplayOptions) -> dict[str, Any]:
     return {f: getattr(opts, f) for f in POLICY_FIELDS}
 
 
+def node_policy(opts: ReplayOptions) -> dict[str, Any]:
+    """The same as the node's parameters, typed as ``NodeSettings`` declares them: a
+    presence_threshold of 0.0 is the model's own."""
+    from ..ros.params import NodeSettings
+
+    return {f: type(getattr(NodeSettings, f))(v or 0) for f, v in policy_of(opts).items()}
+
+
 def check_model_options(opts: ReplayOptions) -> None:
     """A one-line error for empty model paths or a bad policy, before the model loads or the node
     starts; with --start-node the policy must also be in the node's parameter ranges."""
@@ -122,7 +130,7 @@ def check_model_options(opts: ReplayOptions) -> None:
     if opts.live and opts.start_node:
         from ..ros.params import validate
 
-        for name, value in {**policy, "presence_threshold": policy["presence_threshold"] or 0.0}.items():
+        for name, value in node_policy(opts).items():
             why = validate(name, value)
             if why:
                 raise ValueError(f"--{name.replace('_', '-')}: {why}")
@@ -276,10 +284,8 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
 
     processor = FrameProcessor(build_engine=lambda cfg: StreamingEngine(pipe.model, pipe.tokenizer, cfg),
                                table=table, counters=counters, engine_times=LatencyWindow(), warn=warn)
-    policy = policy_of(opts)
     settings = NodeSettings(window=opts.window, lookahead=opts.lookahead, max_objects=max(8, len(texts)),
-                            mask_threshold=opts.mask_threshold, max_image_side=opts.max_image_side,
-                            **{**policy, "presence_threshold": policy["presence_threshold"] or 0.0})  # 0.0: the model's own
+                            mask_threshold=opts.mask_threshold, max_image_side=opts.max_image_side, **node_policy(opts))
     caption = f"{pipe.config.name}, W={opts.window}" + (f", k={opts.lookahead}" if opts.lookahead else "")
     sink = ResultSink(Path(opts.out), clean, gt, result_bag, fps=fps, caption=caption)
     msgtype = bag.msgtype(topic)
@@ -353,7 +359,7 @@ def _run_in_process(opts: ReplayOptions, bag: InputBag, topic: str, texts: list[
         log("[bag-replay] interrupted: writing what is done (the result bag stays valid)")
     finally:
         bar.close()
-    policy["presence_threshold"] = resolve_presence_threshold(opts.presence_threshold, pipe.model)  # in force
+    policy = {**policy_of(opts), "presence_threshold": resolve_presence_threshold(opts.presence_threshold, pipe.model)}
     return {"sink": sink, "model": {"config": pipe.config.name, "weights": pipe.weights}, "policy": policy,
             "stream_resets": state["resets"], "interrupted": interrupted,
             "engine_ms": _percentiles(state["engine_ms"])}
