@@ -393,24 +393,37 @@ def test_live_against_the_real_node(tmp_path, video, gt_dir):
             write_mask(gt / f"object_{k}" / f"{stamp_name((ns // 10**9, ns % 10**9))}.png", lab == k + 1)
     p = subprocess.run(cmd + ["bag-replay", "--bag", str(bag), "--text", TEXTS[0], "--text", TEXTS[1], "--out",
                               str(tmp_path / "live"), "--gt", str(gt), "--live", "--start-node",
-                              "--node-timeout", "120", "--presence-threshold", "0.6", "--reanchor-every", "4", "--quiet"],
+                              "--node-timeout", "120", "--presence-threshold", "0.6", "--reanchor-every", "4",
+                              "--reanchor-after-absent", "3", "--quiet"],
                        capture_output=True, text=True, timeout=280, env=env)
     assert p.returncode == 0, p.stderr[-3000:] + (tmp_path / "live" / "node.log").read_text()[-3000:]
     s = json.loads(p.stdout)
     assert s["mode"] == "live" and s["node"]["started_here"] and s["node"]["exit_code"] == 0
     assert s["model"]["config"] == "cpu_small"
-    # the policy went to the node as parameters; the threshold is the one its diagnostics report
-    assert s["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 4, "presence_threshold": 0.6}
+    # the policy went to the node as parameters, and is the one its diagnostics report
+    assert s["policy"] == {"reanchor_after_absent": 3, "reanchor_every": 4, "presence_threshold": 0.6}
     assert s["frames"]["read"] == T and s["frames"]["outputs"] == T and s["frames"]["dropped"] == 0
     assert s["transport_latency_ms"]["p50"] is not None and s["latency_ms"]["p50"] >= s["node_latency_ms"]["p50"] * 0.5
     segs = read_topic(tmp_path / "live" / "result_bag", "/segmentation")
     assert len(segs) == T and [seg.objects[0].text for _, seg in segs] == [TEXTS[0]] * T
     # the bundled model (random weights would leave every mask empty, and the comparison idle)
     assert sum(o.area for _, seg in segs for o in seg.objects) > 0
-    offline = replay(bag, tmp_path / "offline", config=None, gt=str(gt), presence_threshold=0.6, reanchor_every=4)
+    offline = replay(bag, tmp_path / "offline", config=None, gt=str(gt), presence_threshold=0.6, reanchor_every=4,
+                     reanchor_after_absent=3)
     assert s["J&F"] == pytest.approx(offline["J&F"], abs=1e-3)
     # mask by mask: the node ran the same policy (threshold and re-anchoring change these areas)
     areas = [[o.area for o in seg.objects] for _, seg in segs]
     assert areas == [[o.area for o in seg.objects] for _, seg in read_topic(tmp_path / "offline" / "result_bag", "/segmentation")]
     report = evaluate_folders(tmp_path / "live" / "masks", tmp_path / "live" / "gt").as_dict()
     assert report["J&F"] == pytest.approx(s["J&F"], abs=1e-3)
+
+
+def test_live_policy_is_what_the_diagnostics_say():
+    """A node's policy comes from its /diagnostics values; what they lack is unknown (None), not 0."""
+    from mpg_sam2_ros.replay.live import diagnosed_policy
+
+    assert diagnosed_policy({"presence_threshold": "0.85", "reanchor_after_absent": "3", "reanchor_every": "0"}) == {
+        "reanchor_after_absent": 3, "reanchor_every": 0, "presence_threshold": 0.85}
+    assert diagnosed_policy({}) == {"reanchor_after_absent": None, "reanchor_every": None, "presence_threshold": None}
+    # an unconfigured node reports an empty threshold
+    assert diagnosed_policy({"presence_threshold": "", "reanchor_every": "x"})["presence_threshold"] is None

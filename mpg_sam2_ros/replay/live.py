@@ -44,6 +44,21 @@ def _node_paths(node_name: str) -> tuple[str, str]:
     return ns, full
 
 
+def diagnosed_policy(values: dict[str, str]) -> dict:
+    """The stream policy in force, as the node's diagnostics report it (None where a value is
+    missing, e.g. no diagnostics arrived, or a node of an older version)."""
+
+    def number(key: str, kind):
+        try:
+            return kind(values[key])
+        except (KeyError, ValueError):
+            return None
+
+    return {"reanchor_after_absent": number("reanchor_after_absent", int),
+            "reanchor_every": number("reanchor_every", int),
+            "presence_threshold": number("presence_threshold", float)}
+
+
 def start_node_process(opts, compressed: bool, log_path: Path) -> subprocess.Popen:
     args = ["-p", f"window:={opts.window}", "-p", f"lookahead:={opts.lookahead}",
             "-p", f"use_compressed:={'true' if compressed else 'false'}", "-p", "image_reliability:=reliable",
@@ -191,19 +206,15 @@ def run_live(opts, bag: InputBag, topic: str, texts: list[str], gt: GroundTruth 
                 raise LiveError(f"the node has no subscription on {image_pub.topic_name} within {opts.node_timeout:.0f} s "
                                 f"(not active, or use_compressed does not match a {'compressed' if compressed else 'raw'} bag)")
             time.sleep(0.05)
-        deadline = time.monotonic() + 3.0  # the node's 1 Hz diagnostics name its model
+        deadline = time.monotonic() + 3.0  # the node's 1 Hz diagnostics name its model and policy
         while "model" not in diag_values and time.monotonic() < deadline:
             time.sleep(0.05)
+        if "model" not in diag_values:
+            log(f"[bag-replay] warning: no diagnostics from {full} on /diagnostics within 3 s: "
+                "its model and policy are recorded as unknown")
         time.sleep(0.3)  # let the image match settle on both sides
         model = {"config": diag_values.get("model", "?"), "weights": diag_values.get("weights", "?")}
-        try:  # the threshold in force, as the node reports it
-            threshold = float(diag_values.get("presence_threshold", ""))
-        except ValueError:
-            threshold = None
-        # a running node's re-anchoring is its own (not in its diagnostics): None
-        policy = {"reanchor_after_absent": opts.reanchor_after_absent if proc is not None else None,
-                  "reanchor_every": opts.reanchor_every if proc is not None else None,
-                  "presence_threshold": threshold}
+        policy = diagnosed_policy(diag_values)
         caption = f"{model['config']}, W={opts.window}" + (f", k={opts.lookahead}" if opts.lookahead else "") + ", live"
         sink = ResultSink(Path(opts.out), clean, gt, result_bag, fps=fps, caption=caption)
 

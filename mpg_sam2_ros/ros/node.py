@@ -470,6 +470,7 @@ class MpgSam2Node(LifecycleNode):
             "window": str(s.window), "lookahead": str(s.lookahead),
             # the threshold in force: the parameter's, or (0.0) the model's own
             "presence_threshold": str(s.presence_threshold or (pipe.model.config.presence_threshold if pipe else "")),
+            "reanchor_after_absent": str(s.reanchor_after_absent), "reanchor_every": str(s.reanchor_every),
             "expressions": "; ".join(f"{k}: {v}" for k, v in active.items()),
             "input_rate_hz": f"{self._in_rate.rate():.2f}", "output_rate_hz": f"{self._out_rate.rate():.2f}",
             "latency_ms_last": f"{lat['last']:.1f}", "latency_ms_p50": f"{lat['p50']:.1f}",
