@@ -333,6 +333,50 @@ def test_patch_positions_of_a_model_built_from_scratch_start_as_2d_sincos():
         ModelConfig(beit3=Beit3Config(**small, pos_init="zeros")).validate()
 
 
+def test_conv_stem_starts_as_the_official_patch_embedding_and_then_learns():
+    """``beit3.conv_stem``: zero-initialised, so the encoder's outputs equal the one without it
+    (a checkpoint trained without it warm-starts exactly); its output is added per patch, in
+    raster order, and a step of training moves every layer of it."""
+    from mpg_sam2_ros.core.config import Beit3Config, ConfigError, ModelConfig
+    from mpg_sam2_ros.core.modeling.multimodal_encoder import MultimodalEncoder
+
+    small = dict(embed_dim=16, num_heads=2, ffn_dim=32, num_layers=1, img_size=32, patch_size=8, vocab_size=64, max_text_len=8)
+    torch.manual_seed(0)
+    plain = MultimodalEncoder(cfg=Beit3Config(**small)).eval()
+    stem = MultimodalEncoder(cfg=Beit3Config(**small, conv_stem=4)).eval()
+    missing, unexpected = stem.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("conv_stem.") for k in missing)
+    assert [m.stride for m in stem.conv_stem.body if isinstance(m, torch.nn.Conv2d)] == [(2, 2)] * 3  # log2(8)
+    images, ids = torch.randn(2, 3, 32, 32), torch.tensor([[0, 5, 6, 2], [0, 7, 2, 1]])
+    pad = torch.tensor([[False] * 4, [False, False, False, True]])
+    a, b = plain(images, ids, pad), stem(images, ids, pad)
+    assert torch.equal(a.patches, b.patches) and torch.equal(a.cls, b.cls) and torch.equal(a.text, b.text)
+
+    # where it is not zero, patch k's embedding gets the stem's cell k (raster order)
+    torch.nn.init.normal_(stem.conv_stem.proj.weight)
+    seen = {}
+    hook = stem.beit3.vision_embed.register_forward_hook(lambda m, args, out: seen.update(x=out))  # None: keeps out
+    stem(images, ids, pad)
+    hook.remove()
+    base = plain.beit3.vision_embed(images)
+    cells = stem.conv_stem(images).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(seen["x"][:, 1:], base[:, 1:] + cells)
+    torch.testing.assert_close(seen["x"][:, :1], base[:, :1])  # the [CLS] row is BEiT-3's own
+
+    torch.nn.init.zeros_(stem.conv_stem.proj.weight)
+    stem.train()
+    opt = torch.optim.SGD(stem.parameters(), lr=0.1)
+    for _ in range(2):  # the zero projection gets a gradient first, then the convolutions behind it
+        opt.zero_grad()
+        stem(images, ids, pad).patches.square().mean().backward()
+        opt.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.conv_stem.parameters())
+    with pytest.raises(ConfigError, match="conv_stem"):
+        ModelConfig(beit3=Beit3Config(**{**small, "patch_size": 6, "img_size": 36}, conv_stem=4)).validate()
+    with pytest.raises(ConfigError, match="conv_stem"):
+        ModelConfig(beit3=Beit3Config(**small, conv_stem=-1)).validate()
+
+
 def test_coord_prior_adds_a_plane_with_slopes_read_from_the_class_token():
     """``mpg.coord_prior``: M_p's logit (Eq. 3) + a_x * x + a_y * y, (a_x, a_y) = Linear(V'_cls)."""
     torch.manual_seed(0)

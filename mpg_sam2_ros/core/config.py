@@ -62,6 +62,13 @@ class Beit3Config:
         trained here so far started from) or "sincos" (a 2-D sine-cosine table at the same
         RMS, as MAE trains ViTs from scratch, so that "further left" is a smooth direction
         from step 0; docs/training_experiments.md). A loaded checkpoint replaces either.
+      conv_stem: channels of the first of log2(patch_size) stride-2 3x3 convolutions (doubling,
+        at most ``embed_dim``) whose output, through a zero-initialised 1x1 projection, is added
+        to BEiT-3's linear patch embedding; 0 (default): none, the official BEiT-3. Not in the
+        paper: early convolutions (Xiao et al., 2021) let a small BEiT-3 trained from scratch
+        tell shapes apart, which its one linear projection per patch does not
+        (docs/training_experiments.md). Zero-initialised, so a model trained without it starts
+        from the same function.
     """
 
     embed_dim: int = 1024
@@ -74,6 +81,7 @@ class Beit3Config:
     max_text_len: int = 64
     drop_path_rate: float = 0.0
     pos_init: str = "normal"
+    conv_stem: int = 0
 
     @property
     def grid_size(self) -> int:
@@ -213,6 +221,9 @@ class ModelConfig:
             raise ConfigError(f"beit3.pos_init must be 'sincos' or 'normal', got {b.pos_init!r}")
         if b.img_size % b.patch_size:
             raise ConfigError(f"beit3.img_size {b.img_size} not divisible by patch_size {b.patch_size}")
+        if b.conv_stem < 0 or (b.conv_stem and (b.patch_size < 2 or b.patch_size & (b.patch_size - 1))):
+            raise ConfigError(f"beit3.conv_stem ({b.conv_stem}) must be >= 0, and needs a power-of-two "
+                              f"patch_size >= 2 (got {b.patch_size})")
         if b.embed_dim % b.num_heads:
             raise ConfigError("beit3.embed_dim must be divisible by beit3.num_heads")
         if b.max_text_len < 3:

@@ -80,6 +80,29 @@ def beit3_encoder_config(cfg: Beit3Config):
     )
 
 
+class ConvStem(nn.Module):
+    """``Beit3Config.conv_stem``: log2(patch) stride-2 3x3 convolutions with GELU (``width``
+    channels first, doubling, at most ``dim``), then a 1x1 projection to ``dim`` that starts at
+    zero: [B, 3, m, m] -> [B, dim, m / patch, m / patch], one vector per BEiT-3 patch, seen
+    through overlapping receptive fields (a shape across patch borders) rather than one patch's
+    linear projection. Not in the paper."""
+
+    def __init__(self, patch: int, width: int, dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c = 3, width
+        for _ in range(patch.bit_length() - 1):
+            layers += [nn.Conv2d(c_in, c, kernel_size=3, stride=2, padding=1), nn.GELU()]
+            c_in, c = c, min(2 * c, dim)
+        self.body = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, dim, kernel_size=1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.body(images))
+
+
 class MultimodalEncoder(nn.Module):
     """Jointly encodes a frame and the command: G = BEiT3([V_0; T_0]) (Eq. 1).
 
@@ -102,6 +125,15 @@ class MultimodalEncoder(nn.Module):
         self.apply(self._init_weights)
         if cfg.pos_init == "sincos":
             self._init_patch_positions()
+        self.conv_stem = ConvStem(cfg.patch_size, cfg.conv_stem, cfg.embed_dim) if cfg.conv_stem else None
+        if self.conv_stem is not None:  # added to the patch embedding inside BEiT-3, before its positions
+            self.beit3.vision_embed.register_forward_hook(self._add_conv_stem)
+
+    def _add_conv_stem(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        """Forward hook of BEiT-3's patch embedding (args[0]: the images): its patch rows (after
+        the [CLS] row it prepends) get ``conv_stem(images)``."""
+        stem = self.conv_stem(args[0]).flatten(2).transpose(1, 2)  # [B, N, D], raster order as proj's
+        return torch.cat([out[:, : out.shape[1] - stem.shape[1]], out[:, -stem.shape[1] :] + stem], dim=1)
 
     @torch.no_grad()
     def _init_patch_positions(self) -> None:
