@@ -6,7 +6,9 @@ the MPG (``training.forward.forward_prior``, what the ``prior`` stage trains); t
 prior, upsampled to the frame, is averaged inside the target's mask and inside each
 distractor's. "Correct" when the target's mean is above every distractor's. Chance is 1/2 for
 a pair and 1/3 for a triple of look-alikes. Frames where any of them covers under 20 pixels are
-left out. Prints JSON: per type, the fraction correct and the number of windows.
+left out. Prints JSON: per type, the fraction correct and the number of windows; and, for the
+appearance expressions, each look-alike on its own (chance 1/2), by what tells it from the
+named object (colour, shape, size, or several): which words the prior reads.
 
 ``--word-swaps`` asks the question before that one: how much do BEiT-3's outputs ([CLS] and
 patches, Eq. 1) move, relative to their norm, when one word of a command is swapped for
@@ -40,9 +42,11 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
     pipe = load_pipeline(None, [], checkpoint)
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
     tally: dict[str, list[int]] = {}
+    pairs: dict[str, list[int]] = {}
     with torch.no_grad():
         for i in range(videos):
             video = generate_video(seed, i)
+            objects = {o.oid: o for o in video.objects}
             ends = sorted({e for e in (window - 1, 15, 23) if window - 1 <= e < len(video.frames)})
             for expr in video.expressions:
                 if expr.type == "absent" or not expr.distractors:
@@ -63,7 +67,17 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                     t = tally.setdefault(expr.type, [0, 0])
                     t[0] += int(right)
                     t[1] += 1
-    return {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}
+                    if expr.type == "appearance":  # each look-alike on its own, by what tells it apart
+                        for d, o in zip(expr.distractors, others):
+                            a, b = objects[expr.target], objects[d]
+                            key = "+".join(k for k in ("color", "shape", "size") if getattr(a, k) != getattr(b, k))
+                            t = pairs.setdefault(key or "texture", [0, 0])
+                            t[0] += int(prior[target].mean() > prior[o].mean())
+                            t[1] += 1
+    result = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}
+    result["appearance_pairs_by_difference"] = {k: {"correct": round(a / n, 3), "pairs": n}
+                                                for k, (a, n) in sorted(pairs.items())}
+    return result
 
 
 WORD_SWAPS = {  # base command -> (kind of word, command with that word swapped)

@@ -244,3 +244,36 @@ def test_bundled_tokenizer_keeps_every_benchmark_word_whole():
     unk = tok._tok.unk_token_id
     ids = tok.encode("The Red Mug ON THE LEFT").ids[0].tolist()
     assert unk not in ids and not re.search(r"\s", "".join(tok._tok.convert_ids_to_tokens(ids)))
+
+
+def test_probe_prior_splits_appearance_pairs_by_what_differs():
+    """scripts/probe_prior.py: every look-alike of every probed appearance window is counted once,
+    under what tells it from the named object; the bundled model's prior reads colour."""
+    import importlib.util
+
+    from mpg_sam2_ros.training.synthetic import generate_video
+
+    spec = importlib.util.spec_from_file_location("probe_prior", REPO / "scripts" / "probe_prior.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    out = probe.probe(None, seed=4242, videos=6, window=1)
+    pairs = out.pop("appearance_pairs_by_difference")
+    expected: dict[str, int] = {}
+    for i in range(6):
+        video = generate_video(4242, i)
+        objects = {o.oid: o for o in video.objects}
+        for e in video.expressions:
+            if e.type != "appearance" or not e.distractors:
+                continue
+            for end in (0, 15, 23):
+                lab = video.labels[end]
+                if (lab == e.target).sum() < 20 or any((lab == d).sum() < 20 for d in e.distractors):
+                    continue
+                for d in e.distractors:
+                    a, b = objects[e.target], objects[d]
+                    key = "+".join(k for k in ("color", "shape", "size") if getattr(a, k) != getattr(b, k)) or "texture"
+                    expected[key] = expected.get(key, 0) + 1
+    assert {k: v["pairs"] for k, v in pairs.items()} == expected
+    assert sum(expected.values()) >= out["appearance"]["windows"] > 0
+    assert all(0.0 <= v["correct"] <= 1.0 for v in pairs.values())
+    assert pairs["color"]["correct"] >= 0.9  # the shipped model tells colours apart (shapes it does not, yet)
