@@ -8,7 +8,11 @@ distractor's. "Correct" when the target's mean is above every distractor's. Chan
 a pair and 1/3 for a triple of look-alikes. Frames where any of them covers under 20 pixels are
 left out. Prints JSON: per type, the fraction correct and the number of windows; and, for the
 appearance expressions, each look-alike on its own (chance 1/2), by what tells it from the
-named object (colour, shape, size, or several): which words the prior reads.
+named object (colour, shape, size, or several): which words the prior reads. ``--masks`` also
+runs the streaming engine (window W, the model's own threshold) over each video and asks the same
+of its mask at the window's last frame (IoU with the target above the IoU with every
+look-alike), crossed with the prior's answer: whether the decoder follows the prior, or the
+prior is what goes wrong.
 
 ``--word-swaps`` asks the question before that one: how much do BEiT-3's outputs ([CLS] and
 patches, Eq. 1) move, relative to their norm, when one word of a command is swapped for
@@ -33,20 +37,26 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpg_sam2_ros.core.pipeline import load_pipeline  # noqa: E402
+from mpg_sam2_ros.core.segment import run_streaming  # noqa: E402
 from mpg_sam2_ros.training.datasets import ReferringClip  # noqa: E402
 from mpg_sam2_ros.training.forward import forward_prior, make_batch  # noqa: E402
 from mpg_sam2_ros.training.synthetic import generate_video  # noqa: E402
 
 
-def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixels: int = 20) -> dict:
+def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixels: int = 20,
+          masks: bool = False) -> dict:
     pipe = load_pipeline(None, [], checkpoint)
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
     tally: dict[str, list[int]] = {}
     pairs: dict[str, list[int]] = {}
+    follow: dict[str, np.ndarray] = {}  # per type: [prior right?, mask right?] counts
     with torch.no_grad():
         for i in range(videos):
             video = generate_video(seed, i)
             objects = {o.oid: o for o in video.objects}
+            probed = [e for e in video.expressions if e.type != "absent" and e.distractors]
+            if masks and probed:  # the streaming engine's masks for the same expressions
+                stream = run_streaming(model, tokenizer, list(video.frames), [e.text for e in probed], window=window)
             ends = sorted({e for e in (window - 1, 15, 23) if window - 1 <= e < len(video.frames)})
             for expr in video.expressions:
                 if expr.type == "absent" or not expr.distractors:
@@ -64,6 +74,10 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                     prior = forward_prior(model, make_batch([clip], model, tokenizer), causal=True)[0, -1]
                     prior = F.interpolate(prior[None], size=labels.shape[1:], mode="bilinear")[0, 0].numpy()
                     right = prior[target].mean() > max(prior[o].mean() for o in others)
+                    if masks:
+                        m = stream.masks[probed.index(expr), end]
+                        mask_right = all(_iou(m, target) > _iou(m, o) for o in others)
+                        follow.setdefault(expr.type, np.zeros((2, 2), int))[int(right), int(mask_right)] += 1
                     t = tally.setdefault(expr.type, [0, 0])
                     t[0] += int(right)
                     t[1] += 1
@@ -77,7 +91,16 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
     result = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}
     result["appearance_pairs_by_difference"] = {k: {"correct": round(a / n, 3), "pairs": n}
                                                 for k, (a, n) in sorted(pairs.items())}
+    if masks:
+        result["masks"] = {k: {"mask_right": round(int(t[:, 1].sum()) / int(t.sum()), 3),
+                               "prior_right_mask_right": int(t[1, 1]), "prior_right_mask_wrong": int(t[1, 0]),
+                               "prior_wrong_mask_right": int(t[0, 1]), "both_wrong": int(t[0, 0])}
+                           for k, t in sorted(follow.items())}
     return result
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 WORD_SWAPS = {  # base command -> (kind of word, command with that word swapped)
@@ -118,13 +141,15 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--word-swaps", action="store_true", help="measure how far one swapped word moves BEiT-3's outputs")
+    ap.add_argument("--masks", action="store_true",
+                    help="also run the streaming engine: does the mask at the same frame pick the target when the prior does?")
     args = ap.parse_args()
     if args.word_swaps:
         print(json.dumps({"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos,
                           "relative_change": word_swaps(args.checkpoint, args.seed, args.videos)}))
         return
     out = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos, "window": args.window,
-           "prior_picks_the_target": probe(args.checkpoint, args.seed, args.videos, args.window)}
+           "prior_picks_the_target": probe(args.checkpoint, args.seed, args.videos, args.window, masks=args.masks)}
     print(json.dumps(out))
 
 
