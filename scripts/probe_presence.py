@@ -70,11 +70,24 @@ def collect(checkpoint: str | None, seed: int, videos: int, window: int,
     return rows
 
 
-def at_threshold(rows: list[dict], t: float) -> dict:
+def hold(prob: np.ndarray, t: float, keep: float) -> np.ndarray:
+    """Hysteresis: shown where the probability exceeds ``t``, or exceeds ``keep`` (< t) on a
+    frame right after a shown one."""
+    shown, out = False, np.zeros(len(prob), dtype=bool)
+    for i, p in enumerate(prob):
+        shown = bool(p > t or (shown and p > keep))
+        out[i] = shown
+    return out
+
+
+def at_threshold(rows: list[dict], t: float, keep_t: float | None = None) -> dict:
+    """J&F, per type, false-positive and miss rates with the gate at ``t`` (with ``keep``: the
+    hysteresis of ``hold``, which the engine does not have; it asks whether it would help)."""
     per_type: dict[str, list[float]] = {x: [] for x in EXPRESSION_TYPES}
     overall, fp, absent, missed, present = [], 0, 0, 0, 0
     for r in rows:
-        keep = r["prob"] > t  # the engine's rule: shown where the probability exceeds t
+        # the engine's rule: shown where the probability exceeds t
+        keep = r["prob"] > t if keep_t is None else hold(r["prob"], t, keep_t)
         jf = np.where(keep, r["jf"], r["jf_empty"]).mean()
         overall.append(jf)
         per_type.setdefault(r["type"], []).append(jf)
@@ -83,7 +96,7 @@ def at_threshold(rows: list[dict], t: float) -> dict:
         absent += int((~r["present"]).sum())
         missed += int((r["present"] & ~shown).sum())
         present += int(r["present"].sum())
-    return {"threshold": t, "J&F": round(100 * float(np.mean(overall)), 2),
+    return {"threshold": t, **({"keep": keep_t} if keep_t is not None else {}), "J&F": round(100 * float(np.mean(overall)), 2),
             "by_type": {k: round(100 * float(np.mean(v)), 2) for k, v in per_type.items() if v},
             "false_positive_rate": round(fp / max(1, absent), 4), "missed_rate": round(missed / max(1, present), 4)}
 
@@ -139,8 +152,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=555)
     ap.add_argument("--videos", type=int, default=30)
     ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=SyntheticConfig.frames, help="frames per video (200: long streams)")
     ap.add_argument("--thresholds", type=float, nargs="+",
                     default=[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99])
+    ap.add_argument("--keep", type=float, default=None,
+                    help="also score hysteresis: each threshold T above KEEP keeps a shown object shown while its "
+                         "probability stays above KEEP (not an engine policy: it asks whether one would help)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--write", action="store_true",
                     help="store the calibrated threshold in --checkpoint's model config (needs --checkpoint)")
@@ -155,10 +172,12 @@ def main() -> None:
             read_checkpoint_config(args.checkpoint)
         except CheckpointError as exc:
             ap.error(f"--write: {exc}")
-    rows = collect(args.checkpoint, args.seed, args.videos, args.window)
-    result = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos,
+    rows = collect(args.checkpoint, args.seed, args.videos, args.window, SyntheticConfig(frames=args.frames))
+    result = {"checkpoint": args.checkpoint or "bundled", "seed": args.seed, "videos": args.videos, "frames": args.frames,
               "window": args.window, "expressions": len(rows), "auc_present": round(auc(rows), 4),
               "thresholds": [at_threshold(rows, t) for t in args.thresholds]}
+    if args.keep is not None:
+        result["hysteresis"] = [at_threshold(rows, t, args.keep) for t in args.thresholds if t > args.keep]
     if args.write:
         result["calibration"] = write_calibration(args.checkpoint, result, args.tolerance)
     text = json.dumps(result, indent=2)

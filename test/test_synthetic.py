@@ -136,6 +136,11 @@ def test_probe_presence_recomputes_what_the_engine_gate_gives():
         assert got["J&F"] == pytest.approx(res["J&F"], abs=0.011), threshold
         assert got["false_positive_rate"] == res["absent_frames"]["false_positive_rate"]
         assert got["missed_rate"] == res["present_frames"]["missed_rate"]
+    # hysteresis (--keep): with keep == t it is the plain gate; below t it holds a shown object
+    assert [probe.at_threshold(rows, t, t)[k] for k in ("J&F", "false_positive_rate")] == \
+        [probe.at_threshold(rows, t)[k] for k in ("J&F", "false_positive_rate")]
+    assert probe.hold(np.array([0.6, 0.95, 0.7, 0.55, 0.4, 0.7, 0.95]), 0.9, 0.5).tolist() == \
+        [False, True, True, True, False, False, True]
     present = np.array([True, True, False, False])
     assert probe.auc([{"prob": np.array([0.9, 0.8, 0.1, 0.2]), "present": present}]) == 1.0
     assert probe.auc([{"prob": np.full(4, 0.7), "present": present}]) == 0.5
