@@ -65,10 +65,10 @@ class Beit3Config:
       conv_stem: channels of the first of log2(patch_size) stride-2 3x3 convolutions (doubling,
         at most ``embed_dim``) whose output, through a zero-initialised 1x1 projection, is added
         to BEiT-3's linear patch embedding; 0 (default): none, the official BEiT-3. Not in the
-        paper: early convolutions (Xiao et al., 2021) let a small BEiT-3 trained from scratch
-        tell shapes apart, which its one linear projection per patch does not
-        (docs/training_experiments.md). Zero-initialised, so a model trained without it starts
-        from the same function.
+        paper: early convolutions (Xiao et al., 2021), tried so that a small BEiT-3 trained from
+        scratch reads shapes, which the bundled model does not; in the runs so far they did not
+        (ahead on size at 1,500 steps, level at 3,000; docs/training_experiments.md, session 11).
+        Zero-initialised, so a model trained without it starts from the same function.
     """
 
     embed_dim: int = 1024
