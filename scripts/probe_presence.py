@@ -81,12 +81,12 @@ def hold(prob: np.ndarray, t: float, keep: float) -> np.ndarray:
 
 
 def at_threshold(rows: list[dict], t: float, keep_t: float | None = None) -> dict:
-    """J&F, per type, false-positive and miss rates with the gate at ``t`` (with ``keep``: the
+    """J&F, per type, false-positive and miss rates with the gate at ``t`` (with ``keep_t``: the
     hysteresis of ``hold``, which the engine does not have; it asks whether it would help)."""
     per_type: dict[str, list[float]] = {x: [] for x in EXPRESSION_TYPES}
     overall, fp, absent, missed, present = [], 0, 0, 0, 0
     for r in rows:
-        # the engine's rule: shown where the probability exceeds t
+        # the engine's rule: shown where the probability exceeds t (or the hold rule, asked)
         keep = r["prob"] > t if keep_t is None else hold(r["prob"], t, keep_t)
         jf = np.where(keep, r["jf"], r["jf_empty"]).mean()
         overall.append(jf)
