@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mpg_sam2_ros.core.evaluation import region_similarity  # noqa: E402
 from mpg_sam2_ros.core.pipeline import load_pipeline  # noqa: E402
 from mpg_sam2_ros.core.segment import run_streaming  # noqa: E402
 from mpg_sam2_ros.training.datasets import ReferringClip  # noqa: E402
@@ -73,10 +74,11 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                                          frames=video.frames[sl], masks=labels == expr.target)
                     prior = forward_prior(model, make_batch([clip], model, tokenizer), causal=True)[0, -1]
                     prior = F.interpolate(prior[None], size=labels.shape[1:], mode="bilinear")[0, 0].numpy()
-                    right = prior[target].mean() > max(prior[o].mean() for o in others)
+                    on_target = prior[target].mean()
+                    right = on_target > max(prior[o].mean() for o in others)
                     if masks:
                         m = stream.masks[probed.index(expr), end]
-                        mask_right = all(_iou(m, target) > _iou(m, o) for o in others)
+                        mask_right = all(region_similarity(m, target) > region_similarity(m, o) for o in others)
                         follow.setdefault(expr.type, np.zeros((2, 2), int))[int(right), int(mask_right)] += 1
                     t = tally.setdefault(expr.type, [0, 0])
                     t[0] += int(right)
@@ -86,7 +88,7 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                             a, b = objects[expr.target], objects[d]
                             key = "+".join(k for k in ("color", "shape", "size") if getattr(a, k) != getattr(b, k))
                             t = pairs.setdefault(key or "texture", [0, 0])
-                            t[0] += int(prior[target].mean() > prior[o].mean())
+                            t[0] += int(on_target > prior[o].mean())
                             t[1] += 1
     result = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}
     result["appearance_pairs_by_difference"] = {k: {"correct": round(a / n, 3), "pairs": n}
@@ -97,10 +99,6 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                                "prior_wrong_mask_right": int(t[0, 1]), "both_wrong": int(t[0, 0])}
                            for k, t in sorted(follow.items())}
     return result
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 WORD_SWAPS = {  # base command -> (kind of word, command with that word swapped)
