@@ -173,7 +173,7 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
     cfg = _synthetic_config(args)
     with tqdm(total=args.videos, desc="make-synthetic", unit="video", disable=args.quiet) as bar:
         stats = write_split(args.out, seed=args.seed, videos=args.videos, cfg=cfg, jpeg=args.jpeg,
-                            overwrite=args.overwrite, progress=bar.update)
+                            overwrite=args.overwrite, progress=bar.update, workers=args.workers)
     _emit({"out": str(args.out), **stats})
     return 0
 
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg", action="store_true", help="write frames as JPEG (default: lossless PNG)")
     p.add_argument("--overwrite", action="store_true", help="replace a split already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=1, help="processes that render videos (the output is the same for any number)")
     p.set_defaults(func=cmd_make_synthetic)
 
     p = sub.add_parser("bench-accuracy", help="J&F per expression type on held-out synthetic videos (JSON)")

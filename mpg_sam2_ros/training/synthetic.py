@@ -519,49 +519,61 @@ def iter_videos(seed: int, videos: int, cfg: SyntheticConfig = SyntheticConfig()
         yield generate_video(seed, i, cfg)
 
 
-def write_split(out: str | Path, *, seed: int, videos: int, cfg: SyntheticConfig = SyntheticConfig(),
-                jpeg: bool = False, overwrite: bool = False, progress=None) -> dict:
-    """Generate ``videos`` videos with ``seed`` into ``out`` (Ref-YouTube-VOS layout); returns the
-    split's statistics (also stored in meta.json under "generator")."""
+def _write_video(out: Path, seed: int, index: int, cfg: SyntheticConfig, jpeg: bool) -> SynVideo:
+    """Generate video ``index`` of ``seed`` and write its frames and label maps under ``out``."""
     from PIL import Image
 
+    video = generate_video(seed, index, cfg)
+    palette = _palette()
+    img_dir, ann_dir = out / "JPEGImages" / video.name, out / "Annotations" / video.name
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    for i, (frame, lab) in enumerate(zip(video.frames, video.labels)):
+        _write_png(img_dir / f"{i:05d}{'.jpg' if jpeg else '.png'}", frame, jpeg)
+        im = Image.fromarray(lab, mode="P")
+        im.putpalette(palette)
+        im.save(ann_dir / f"{i:05d}.png", optimize=False)
+    return video
+
+
+def _write_video_star(job: tuple) -> SynVideo:
+    return _write_video(*job)
+
+
+def write_split(out: str | Path, *, seed: int, videos: int, cfg: SyntheticConfig = SyntheticConfig(),
+                jpeg: bool = False, overwrite: bool = False, progress=None, workers: int = 1) -> dict:
+    """Generate ``videos`` videos with ``seed`` into ``out`` (Ref-YouTube-VOS layout); returns the
+    split's statistics (also stored in meta.json under "generator"). ``workers`` > 1 renders in
+    that many processes; video i of a seed depends on (seed, i) alone, so the bytes are the same."""
     if videos < 1:
         raise ValueError("--videos must be at least 1")
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
     out = Path(out)
     if (out / "meta_expressions.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a split (meta_expressions.json); pass --overwrite to replace it")
-    palette = _palette()
     meta_exp: dict = {"videos": {}}
     meta: dict = {"videos": {}}
     stats = SplitStats()
-    for video in iter_videos(seed, videos, cfg):
-        names = [f"{i:05d}" for i in range(cfg.frames)]
-        img_dir, ann_dir = out / "JPEGImages" / video.name, out / "Annotations" / video.name
-        img_dir.mkdir(parents=True, exist_ok=True)
-        ann_dir.mkdir(parents=True, exist_ok=True)
-        for name, frame, lab in zip(names, video.frames, video.labels):
-            _write_png(img_dir / f"{name}{'.jpg' if jpeg else '.png'}", frame, jpeg)
-            im = Image.fromarray(lab, mode="P")
-            im.putpalette(palette)
-            im.save(ann_dir / f"{name}.png", optimize=False)
-        meta_exp["videos"][video.name] = {
-            "expressions": {str(k): {"exp": e.text, "obj_id": str(e.target)} for k, e in enumerate(video.expressions)},
-            "frames": names,
-        }
-        meta["videos"][video.name] = {
-            "objects": {
-                str(o.oid): {
-                    "category": o.category, "color": o.color, "shape": o.shape, "size": o.size, "texture": o.texture,
-                    "motion": o.motion, "frames": [names[i] for i in np.flatnonzero(_visible_area(video.labels, o.oid))],
-                }
-                for o in video.objects
-            },
-            "expressions": {str(k): {"type": e.type, "target": e.target, "distractors": e.distractors,
-                                     "absent_frames": e.absent_frames} for k, e in enumerate(video.expressions)},
-        }
-        stats.add(video)
-        if progress is not None:
-            progress(1)
+    names = [f"{i:05d}" for i in range(cfg.frames)]
+    jobs = [(out, seed, i, cfg, jpeg) for i in range(videos)]
+    pool = None
+    if workers > 1 and videos > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, videos))
+        rendered = pool.imap(_write_video_star, jobs, chunksize=4)  # in order: the meta files list videos by index
+    else:
+        rendered = map(_write_video_star, jobs)
+    try:
+        for video in rendered:
+            _add_to_meta(video, names, meta_exp, meta)
+            stats.add(video)
+            if progress is not None:
+                progress(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
     summary = stats.as_dict()
     summary.update({"seed": seed, "videos": videos, "frames": cfg.frames, "width": cfg.width, "height": cfg.height,
                     "frame_format": "jpeg" if jpeg else "png"})
@@ -569,6 +581,24 @@ def write_split(out: str | Path, *, seed: int, videos: int, cfg: SyntheticConfig
     (out / "meta_expressions.json").write_text(json.dumps(meta_exp, indent=1))
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return summary
+
+
+def _add_to_meta(video: SynVideo, names: list[str], meta_exp: dict, meta: dict) -> None:
+    meta_exp["videos"][video.name] = {
+        "expressions": {str(k): {"exp": e.text, "obj_id": str(e.target)} for k, e in enumerate(video.expressions)},
+        "frames": names,
+    }
+    meta["videos"][video.name] = {
+        "objects": {
+            str(o.oid): {
+                "category": o.category, "color": o.color, "shape": o.shape, "size": o.size, "texture": o.texture,
+                "motion": o.motion, "frames": [names[i] for i in np.flatnonzero(_visible_area(video.labels, o.oid))],
+            }
+            for o in video.objects
+        },
+        "expressions": {str(k): {"type": e.type, "target": e.target, "distractors": e.distractors,
+                                 "absent_frames": e.absent_frames} for k, e in enumerate(video.expressions)},
+    }
 
 
 @dataclass

@@ -142,7 +142,9 @@ def build_split(cfg: TrainConfig, dist: Dist) -> ReferringSplit:
 
             g = d.generate
             print(f"[train] generating {g.videos} synthetic videos (seed {g.seed}) into {root}", file=sys.stderr, flush=True)
-            write_split(root, seed=g.seed, videos=g.videos, cfg=SyntheticConfig(frames=g.frames, width=g.width, height=g.height))
+            workers = min(os.cpu_count() or 1, 16) if g.videos >= 64 else 1  # the bytes do not depend on it
+            write_split(root, seed=g.seed, videos=g.videos, cfg=SyntheticConfig(frames=g.frames, width=g.width, height=g.height),
+                        workers=workers)
         _barrier(dist)
     if not Path(root).exists():
         raise FileNotFoundError(f"dataset not found: {d.root} (data.root of the training config)")
