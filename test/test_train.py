@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,32 @@ def test_resume_without_rng_restore_differs(straight, tmp_path, monkeypatch):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_reading_ahead_in_threads_trains_the_same_weights(straight, tmp_path, monkeypatch):
+    """data.workers=2: threads read the clips of the next steps while a step trains; the
+    weights, training state and log equal the straight run's (which read in the loop). A
+    control: clips drawn with another epoch differ, so the comparison can fail."""
+    recipe, run_a = straight
+    reads = []
+    clip = train_mod.ClipDataset.clip
+
+    def counted(self, i, epoch):
+        reads.append(threading.current_thread().name)
+        return clip(self, i, epoch)
+
+    monkeypatch.setattr(train_mod.ClipDataset, "clip", counted)
+    run_b = tmp_path / "run"
+    assert _train("--config", str(recipe), "--out", str(run_b), "--set", "data.workers=2") == 0
+    assert reads and all(name.startswith("clips") for name in reads)  # every clip came from the pool
+    _assert_same_weights(run_a / "model.safetensors", run_b / "model.safetensors")
+    _assert_same_training_state(run_a / "checkpoints/step_000004.train.pt", run_b / "checkpoints/step_000004.train.pt")
+    assert [r["total"] for r in _log_rows(run_b)[1]] == [r["total"] for r in _log_rows(run_a)[1]]
+    monkeypatch.setattr(train_mod.ClipDataset, "clip", lambda self, i, epoch: clip(self, i, epoch + 1))
+    run_c = tmp_path / "control"
+    assert _train("--config", str(recipe), "--out", str(run_c), "--set", "data.workers=2") == 0
+    a, c = load_file(str(run_a / "model.safetensors")), load_file(str(run_c / "model.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
 # ----- 3. non-finite loss --------------------------------------------------------------------
 def test_nan_loss_stops_with_last_good_checkpoint_intact(straight, tmp_path, monkeypatch, capsys):
     """A NaN loss at step 3 stops the run (exit 2, one line naming step 3 and the step-2
@@ -304,6 +331,7 @@ def test_bad_input_one_line_errors(split, tmp_path, capsys):
     typo.write_text(recipe.read_text().replace("num_frames:", "num_frame:"))
     check(["--config", str(typo), "--out", out], "unknown training config key 'data.num_frame'")
     check(["--config", str(recipe), "--out", out, "--set", "steps=ten"], "steps must be an integer", "'ten'")
+    check(["--config", str(recipe), "--out", out, "--set", "data.workers=-1"], "data.workers must be an int >= 0", "-1")
     check(["--config", str(recipe), "--out", out, "--set", "model_overrides=[hga.ffn_dimm=64]"], "hga.ffn_dimm")
     missing = tmp_path / "no_such_split"
     check(["--config", str(recipe), "--out", out, "--set", f"data.root={missing}"], "dataset not found", str(missing))

@@ -45,7 +45,10 @@ class DataConfig:
     videos (clips of the same scene that name different objects: the loss can only fall by
     reading the text); 1 draws (video, expression) items uniformly, as the official code;
     expression_types: train only on expressions of these types (``meta.json``'s ``type``: the
-    synthetic split's appearance / spatial / motion / absent); empty: all of them."""
+    synthetic split's appearance / spatial / motion / absent); empty: all of them; workers:
+    threads that read and augment the next step's clips while this step trains (0: read in the
+    training loop). Each clip's randomness depends on (seed, epoch, item) alone, so any number
+    gives the same batches."""
 
     format: str = "synthetic"
     root: str = "data/synthetic_train"
@@ -60,6 +63,7 @@ class DataConfig:
     expression_types: tuple[str, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     generate: GenerateConfig | None = None
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class TrainConfig:
             raise ConfigError(f"data.num_frames must be >= 1, got {d.num_frames}")
         if not all(isinstance(t, str) and t for t in d.expression_types):
             raise ConfigError(f"data.expression_types must be a list of type names, got {list(d.expression_types)!r}")
+        if isinstance(d.workers, bool) or not isinstance(d.workers, int) or d.workers < 0:
+            raise ConfigError(f"data.workers must be an int >= 0, got {d.workers!r}")
         if isinstance(d.expressions_per_video, bool) or not isinstance(d.expressions_per_video, int) or d.expressions_per_video < 1:
             raise ConfigError(f"data.expressions_per_video must be an int >= 1, got {d.expressions_per_video!r}")
         if (self.batch_size * self.grad_accum) % d.expressions_per_video:

@@ -131,6 +131,47 @@ class DistributedStepSampler:
         return chosen[self.rank :: self.world]
 
 
+class StepClips:
+    """This rank's clips of each step, in ``sampler.items(step)`` order. With ``workers`` > 0 a
+    thread pool reads and augments the clips of the next ``ahead`` steps while the current one
+    trains (frame decoding and the augmentation's array work release the GIL; on the GPU the
+    loop's own reading left the device idle most of the time). A clip depends on (seed, epoch,
+    item) alone (``ClipDataset.clip``), so the batches are the same for any number of workers;
+    a reading error surfaces at the step that needs the clip."""
+
+    def __init__(self, dataset: ClipDataset, sampler: "DistributedStepSampler", workers: int, steps: int, ahead: int = 2):
+        self.dataset, self.sampler, self.steps, self.ahead = dataset, sampler, steps, ahead
+        self.pool = None
+        self.pending: dict[int, list] = {}
+        if workers > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clips")
+
+    def _read(self, step: int) -> list:
+        epoch = self.sampler.epoch_of(step)
+        if self.pool is None:
+            return [self.dataset.clip(i, epoch) for i in self.sampler.items(step)]
+        return [self.pool.submit(self.dataset.clip, i, epoch) for i in self.sampler.items(step)]
+
+    def get(self, step: int) -> list:
+        if self.pool is None:
+            return self._read(step)
+        for s in range(step, min(step + 1 + self.ahead, self.steps)):
+            if s not in self.pending:
+                self.pending[s] = self._read(s)
+        for s in [s for s in self.pending if s < step]:  # not asked for (a resumed loop starts later)
+            for f in self.pending.pop(s):
+                f.cancel()
+        return [f.result() for f in self.pending.pop(step)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+            self.pending.clear()
+
+
 # ----- building ---------------------------------------------------------------------------
 def build_split(cfg: TrainConfig, dist: Dist) -> ReferringSplit:
     d = cfg.data
@@ -394,6 +435,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
 
     bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, unit="step", disable=not (progress and dist.main))
     last_good = latest_checkpoint(out) if dist.main else None
+    loader = StepClips(dataset, sampler, cfg.data.workers, cfg.steps)
     t_start = time.perf_counter()
     window: dict[str, float] = {}
     step = start
@@ -401,13 +443,12 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
             _warmup(optimizer, cfg, step)
-            dataset.set_epoch(sampler.epoch_of(step))
-            items = sampler.items(step)
-            micro = [items[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
+            clips = loader.get(step)
+            micro = [clips[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
             optimizer.zero_grad(set_to_none=True)
             terms = {k: 0.0 for k in ("total", *LOG_TERMS)}
             for j, chunk in enumerate(micro):
-                batch = make_batch([dataset[i] for i in chunk], model, tokenizer).to(device)
+                batch = make_batch(chunk, model, tokenizer).to(device)
                 sync = j == len(micro) - 1 or dist.world == 1
                 with step_module.no_sync() if not sync else _null():
                     with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -447,6 +488,7 @@ def train(cfg: TrainConfig, *, out: str | os.PathLike, resume: str | None = None
                                                          device)
                 _barrier(dist)
     finally:
+        loader.close()
         bar.close()
         if dist.main:
             csv_file.close()

@@ -198,6 +198,11 @@ class ClipDataset(Dataset):
         return official_clip_indices(num_video_frames, self.num_frames, rng, anchor=anchor)
 
     def __getitem__(self, i: int) -> ReferringClip:
+        return self.clip(i, self.epoch)
+
+    def clip(self, i: int, epoch: int) -> ReferringClip:
+        """Item i as drawn in ``epoch`` (``dataset[i]`` is ``clip(i, dataset.epoch)``): the same
+        clip whoever asks and in whatever order, so threads can read ahead of the training loop."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"index must be an int, got {type(i).__name__}")
         i = int(i) + len(self) if i < 0 else int(i)
@@ -206,7 +211,7 @@ class ClipDataset(Dataset):
         expr, first_anchor = self._items[i]
         video = self.split.video(expr.video)
         n = len(video)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         for attempt in range(1 + self.max_resample):
             idx = self.sample_indices(n, rng, first_anchor if attempt == 0 else None)
             masks = self.split.expression_masks(expr, idx)
