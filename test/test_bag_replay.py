@@ -182,7 +182,8 @@ def test_stream_policies_reach_the_engine_and_the_summary(tmp_path, video):
     """--presence-threshold and re-anchoring: the summary records the values in force (the model's
     own threshold when none is given); a higher threshold gates the masks, not the memory, so each
     mask is the one at SAM 2's rule or empty, and empty wherever the score is at or below it. The
-    bundled model (random weights score every object near 0.44, absent under any threshold)."""
+    bundled model (random weights score every object near 0.44, absent under any threshold); the
+    high threshold lies between the scores it shows at 0.5, so both sides are exercised."""
     from mpg_sam2_ros.core.pipeline import load_pipeline
 
     frames, _ = video
@@ -191,8 +192,13 @@ def test_stream_policies_reach_the_engine_and_the_summary(tmp_path, video):
     base = replay(bag, tmp_path / "base", config=None)
     assert base["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 0, "presence_threshold": own}
     lo = replay(bag, tmp_path / "lo", config=None, presence_threshold=0.5)
-    hi = replay(bag, tmp_path / "hi", config=None, presence_threshold=0.95, reanchor_every=4)
-    assert hi["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 4, "presence_threshold": 0.95}
+    lo_segs = [seg for _, seg in read_topic(tmp_path / "lo" / "result_bag", "/segmentation")]
+    # a threshold between the lowest and the highest score shown at 0.5 (the model's scores, not a constant)
+    scores = sorted(o.score for seg in lo_segs[:4] for o in seg.objects if o.present)
+    assert scores and scores[0] < scores[-1], scores
+    t = round((scores[0] + scores[-1]) / 2, 4)
+    hi = replay(bag, tmp_path / "hi", config=None, presence_threshold=t, reanchor_every=4)
+    assert hi["policy"] == {"reanchor_after_absent": 0, "reanchor_every": 4, "presence_threshold": t}
     segs = {k: [seg for _, seg in read_topic(tmp_path / k / "result_bag", "/segmentation")] for k in ("lo", "hi")}
     assert len(segs["lo"]) == len(segs["hi"]) == T
     shown = emptied = 0
@@ -201,7 +207,7 @@ def test_stream_policies_reach_the_engine_and_the_summary(tmp_path, video):
             assert oa.score == pytest.approx(ob.score, abs=1e-5)
             ma, mb = np.asarray(oa.mask.data), np.asarray(ob.mask.data)
             assert ob.present == bool(mb.any()) and oa.present == bool(ma.any())
-            if ob.score > 0.95:
+            if ob.score > t:
                 assert np.array_equal(ma, mb)
                 shown += int(mb.any())
             else:
