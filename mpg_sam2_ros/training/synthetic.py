@@ -39,7 +39,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -512,11 +511,6 @@ def _write_png(path: Path, rgb: np.ndarray, jpeg: bool) -> None:
     ok = cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95] if jpeg else [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
         raise OSError(f"cannot write {path}")
-
-
-def iter_videos(seed: int, videos: int, cfg: SyntheticConfig = SyntheticConfig()) -> Iterator[SynVideo]:
-    for i in range(videos):
-        yield generate_video(seed, i, cfg)
 
 
 def _write_video(out: Path, seed: int, index: int, cfg: SyntheticConfig, jpeg: bool) -> SynVideo:
