@@ -289,3 +289,33 @@ def test_probe_prior_splits_appearance_pairs_by_what_differs():
     assert sum(expected.values()) >= out["appearance"]["windows"] > 0
     assert all(0.0 <= v["correct"] <= 1.0 for v in pairs.values())
     assert pairs["color"]["correct"] >= 0.85  # the shipped model tells colours apart (shapes it does not, yet)
+
+
+def test_probe_shape_features_reads_what_each_feature_holds():
+    """scripts/probe_shape_features.py: mask pooling and box sampling put each value where it
+    is; one row per object of at least 20 pixels in frames 0, 12 and 23; and the controls hold:
+    an object's outline tells its shape, its mean colour tells its colour but not its shape."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("probe_shape_features", REPO / "scripts" / "probe_shape_features.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    # a map that holds each cell's own (x, y) centre, in pixels of a 40 x 40 frame on a 10 x 10 grid
+    ys, xs = torch.meshgrid(torch.arange(10) * 4 + 2.0, torch.arange(10) * 4 + 2.0, indexing="ij")
+    coords = torch.stack([xs, ys])
+    mask = np.zeros((40, 40), bool)
+    mask[8:16, 24:40] = True  # two cells high, four wide
+    assert probe.pool(coords, mask) == pytest.approx([32.0, 12.0])
+    sampled = probe.box_grid(coords, mask, k=2).reshape(2, 2, 2)  # [C, k, k]: x grows along columns, y down rows
+    assert sampled[0, 0].tolist() == pytest.approx([28.0, 36.0]) and sampled[1, :, 0].tolist() == pytest.approx([10.0, 14.0])
+    features, labels, owner = probe.collect(None, seed=4242, videos=2)
+    expected = sum(int((generate_video(4242, i).labels[t] == o.oid).sum() >= 20)
+                   for i in range(2) for t in probe.FRAMES for o in generate_video(4242, i).objects)
+    assert len(owner) == expected > 0 and all(len(x) == expected for x in features.values())
+    out = probe.probe(None, seed=4242, videos=10)
+    acc = out["accuracy"]
+    assert {"beit3_out", "beit3_out@box", "sam2_s16", "sam2_s16@box"} <= set(acc)
+    assert acc["silhouette"]["shape"] >= 0.8 and acc["rgb_mean"]["color"] >= 0.5  # chances 1/6 and 1/8
+    assert acc["rgb_mean"]["shape"] <= out["majority"]["shape"] + 0.15
