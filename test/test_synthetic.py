@@ -319,3 +319,36 @@ def test_probe_shape_features_reads_what_each_feature_holds():
     assert {"beit3_out", "beit3_out@box", "sam2_s16", "sam2_s16@box"} <= set(acc)
     assert acc["silhouette"]["shape"] >= 0.8 and acc["rgb_mean"]["color"] >= 0.5  # chances 1/6 and 1/8
     assert acc["rgb_mean"]["shape"] <= out["majority"]["shape"] + 0.15
+
+
+def test_probe_sam_prior_lays_out_cells_and_scores_every_look_alike():
+    """scripts/probe_sam_prior.py: each BEiT-3 cell gets SAM 2's stride-8 block under it,
+    position by position; every look-alike of every row is scored once; a head fits the
+    training rows it saw (the per-cell targets are learnable, so the comparison is fair)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("probe_sam_prior", REPO / "scripts" / "probe_sam_prior.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    # a stride-8 level of 8 x 8 positions whose one channel is the position's raster index
+    level = torch.arange(64.0).reshape(64, 1, 1)
+    feats = SimpleNamespace(feat_sizes=[(16, 16), (8, 8), (4, 4)], vision_feats=[None, level, None])
+    cells = probe.sam2_cells(SimpleNamespace(image_size=64), feats, g=4)  # 4 x 4 cells of 2 x 2 positions
+    assert cells.shape == (16, 4)
+    assert cells[0].tolist() == [0.0, 1.0, 8.0, 9.0] and cells[5].tolist() == [18.0, 19.0, 26.0, 27.0]
+    from mpg_sam2_ros.core.pipeline import load_pipeline
+
+    pipe = load_pipeline()
+    model, tokenizer = pipe.model.eval(), pipe.tokenizer
+    rows = probe.collect(model, tokenizer, seed=1000, videos=6)
+    assert rows and all(r["sam2"].shape[0] == r["beit3"].shape[0] == r["cover"].numel() for r in rows)
+    area = [float(r["target"].mean()) for r in rows]
+    assert [float(r["cover"].mean()) for r in rows] == pytest.approx(area, rel=1e-4)
+    net, norm = probe.fit(rows, "sam2", steps=300)
+    scored = probe.score(net, norm, rows, "sam2")
+    assert scored["all"]["pairs"] == sum(len(r["kinds"]) for r in rows)
+    assert sum(v["pairs"] for k, v in scored.items() if k != "all") == scored["all"]["pairs"]
+    assert scored["all"]["correct"] >= 0.8
