@@ -85,9 +85,7 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                     t[1] += 1
                     if expr.type == "appearance":  # each look-alike on its own, by what tells it apart
                         for d, o in zip(expr.distractors, others):
-                            a, b = objects[expr.target], objects[d]
-                            key = "+".join(k for k in ("color", "shape", "size") if getattr(a, k) != getattr(b, k))
-                            t = pairs.setdefault(key or "texture", [0, 0])
+                            t = pairs.setdefault(objects[expr.target].differences(objects[d]), [0, 0])
                             t[0] += int(on_target > prior[o].mean())
                             t[1] += 1
     result = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}

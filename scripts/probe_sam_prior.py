@@ -11,7 +11,8 @@ appearance expressions of training-seed videos and scored on another seed's:
   position of the cell its own channels), and the [CLS];
 - ``both``: all of it.
 
-Each head is an MLP over [cell features, [CLS], their products where the widths agree],
+Each head projects the cell's features and the [CLS] to one width, lets the text gate the cell
+(their product, plus the cell's own projection), and reads a logit through a small MLP; it is
 trained with a per-cell binary cross-entropy against the share of the cell the target covers.
 Scored as ``probe_prior.py`` scores the model's prior: for each look-alike of an appearance
 expression (chance 1/2), is the head's prior, upsampled to the frame, higher on average inside
@@ -83,16 +84,14 @@ def collect(model, tokenizer, seed: int, videos: int, min_pixels: int = 20) -> l
                     mm = model.encode_multimodal(batch.mm[:, 0], batch.ids, batch.padding)
                     cover = F.interpolate(torch.from_numpy(target.astype(np.float32))[None, None], size=(g, g),
                                           mode="area")[0, 0].flatten()
-                    kinds = ["+".join(k for k in ("color", "shape", "size")
-                                      if getattr(objects[e.target], k) != getattr(objects[d], k)) or "texture"
-                             for d in e.distractors]
+                    kinds = [objects[e.target].differences(objects[d]) for d in e.distractors]
                     rows.append({"beit3": mm.patches[0], "sam2": sam, "cls": mm.cls[0], "cover": cover,
                                  "target": target, "others": others, "kinds": kinds})
     return rows
 
 
 class CellHead(nn.Module):
-    """Per-cell logit from [cell features, [CLS], cell * [CLS] where the widths agree]."""
+    """Per-cell logit: the cell's projection, gated by the [CLS]'s projection, through an MLP."""
 
     def __init__(self, cell_dim: int, cls_dim: int, hidden: int = 128) -> None:
         super().__init__()

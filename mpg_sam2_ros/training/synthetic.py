@@ -118,6 +118,11 @@ class SynObject:
     def same_look(self, other: "SynObject") -> bool:
         return (self.color, self.shape, self.size, self.texture) == (other.color, other.shape, other.size, other.texture)
 
+    def differences(self, other: "SynObject") -> str:
+        """What tells two look-alikes apart, as the probes group them: "color", "shape", "size"
+        or several joined by "+" in that order; "texture" when none of those differ."""
+        return "+".join(k for k in ("color", "shape", "size") if getattr(self, k) != getattr(other, k)) or "texture"
+
 
 @dataclass
 class SynExpression:
