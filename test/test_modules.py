@@ -460,3 +460,56 @@ def test_block_flow_adds_each_patchs_velocity_and_is_silent_without_a_reference(
     clip = torch.arange(5.0)[None, :, None]  # [B=1, T=5, 1]: frame t holds t
     assert previous_frames(clip, gap=3)[0, :, 0].tolist() == [0, 0, 0, 0, 1]
     assert frame_gaps(5, 3).tolist() == [0, 1, 2, 3, 3]
+
+
+def test_sam_stem_reads_each_patchs_block_of_sam2_stride8_features_position_by_position():
+    """``mpg.sam_stem``: ``encode_multimodal`` adds, per BEiT-3 patch, the stem of the k x k
+    block of SAM 2's stride-8 level under it (k = 32 / 8 = 4 in cpu_small), zero at start; a
+    change inside one block moves that patch only, and where in the block it lies matters; one
+    frame's features serve several commands; mismatched rows are refused."""
+    from mpg_sam2_ros.core.config import ConfigError, load_model_config
+    from mpg_sam2_ros.core.modeling.mpg_sam2 import ImageFeatures
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.sam_stem=16"])).eval()
+    mpg, m, s = model.mask_prior, model.config.beit3.img_size, model.image_size
+    g = model.multimodal_encoder.cfg.grid_size
+    assert mpg.sam_block == (s // 8) // g == 4
+    images = torch.randn(2, 3, m, m)
+    ids, pad = model_tokens(model)
+    with torch.no_grad():
+        feats = model.encode_image(torch.randn(2, 3, s, s))
+        plain = model.encode_multimodal(images, ids, pad)
+        torch.testing.assert_close(model.encode_multimodal(images, ids, pad, image_features=feats).patches, plain.patches)
+        torch.nn.init.normal_(mpg.sam_stem[2].weight, std=0.1)
+        added = model.encode_multimodal(images, ids, pad, image_features=feats).patches - plain.patches
+        torch.testing.assert_close(added, model.sam_patch_features(feats))
+        assert added.abs().amax() > 0
+
+        level = 1  # stride 8 in cpu_small: 32 x 32
+        assert s // feats.feat_sizes[level][0] == 8
+        h = feats.feat_sizes[level][0]
+
+        def poke(y: int, x: int) -> torch.Tensor:
+            v = [f.clone() for f in feats.vision_feats]
+            v[level][y * h + x] += 3.0  # one position of the level, every channel, both frames
+            return model.sam_patch_features(ImageFeatures(v, feats.vision_pos, feats.feat_sizes)) - model.sam_patch_features(feats)
+
+        moved = poke(5, 9)  # inside the block of patch (1, 2)
+        changed = moved.abs().amax(dim=(0, 2)) > 0
+        assert changed.nonzero().flatten().tolist() == [1 * g + 2]
+        assert not torch.allclose(moved, poke(4, 8))  # the same block, another position: another feature
+
+        one = model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad, image_features=feats.select([0])).patches
+        base = model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad).patches
+        torch.testing.assert_close(one - base, added[:1].expand(2, -1, -1))
+        with pytest.raises(ValueError, match="rows of SAM 2 features"):
+            model.encode_multimodal(images[:1].expand(3, -1, -1, -1), model_tokens(model, 3)[0], model_tokens(model, 3)[1],
+                                    image_features=feats)
+        with pytest.raises(ValueError, match="SAM 2 stem reads"):
+            mpg.sam_patches(torch.randn(1, 5, h, h), g)
+        assert mpg.sam_patches(torch.randn(1, 16, 30, 30), g).shape == (1, g * g, model.config.beit3.embed_dim)  # resampled
+    with pytest.raises(ValueError, match="high-resolution"):
+        build_model(load_model_config("cpu_small", ["mpg.sam_stem=16", "sam2.overrides.use_high_res_features_in_sam=false"]))
+    with pytest.raises(ConfigError, match="sam_stem"):
+        load_model_config("cpu_small", ["mpg.sam_stem=-1"]).validate()

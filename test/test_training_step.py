@@ -59,3 +59,28 @@ def test_training_step_gradients(small_cfg, tokenizer):
     for name, module in trained.items():
         assert _grad_norm(module) > 0, f"no gradient reaches {name}"
     assert all(p.grad is None and not p.requires_grad for p in m.sam2.image_encoder.parameters())
+
+
+def test_prior_stage_trains_the_sam_stem_on_frozen_sam2_features(tokenizer):
+    """``mpg.sam_stem`` in the ``prior`` stage: ``forward_prior`` runs SAM 2's image encoder
+    (without gradients when it is frozen, as that stage freezes it) and the prior's loss reaches
+    the stem, whose zero last layer gets a gradient at the first step."""
+    from mpg_sam2_ros.core.config import load_model_config
+    from mpg_sam2_ros.training.datasets import ReferringClip
+    from mpg_sam2_ros.training.forward import forward_prior, make_batch
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.sam_stem=8"])).train()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(("multimodal_encoder.", "mask_prior.")))
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 48, 64), bool)
+    masks[:, 10:30, 20:40] = True
+    clip = ReferringClip(video="v", exp_id="0", text="the red ball", exp_type=None, frame_names=["0", "1", "2"],
+                         frames=rng.integers(0, 255, size=(3, 48, 64, 3), dtype=np.uint8), masks=masks)
+    prior = forward_prior(model, make_batch([clip], model, tokenizer), causal=True)
+    target = F.interpolate(torch.from_numpy(masks).float()[None], size=prior.shape[-2:], mode="area")[:, :, None]
+    F.binary_cross_entropy(prior, target).backward()
+    assert _grad_norm(model.mask_prior.sam_stem[2]) > 0
+    assert all(p.grad is None for p in model.sam2.image_encoder.parameters())

@@ -148,6 +148,13 @@ class MPGConfig:
         the per-frame camera shake is as large as an object's step; over 3 frames it is not.
         Not in the paper; no gradient flows into the matching. The last layer starts at zero.
       block_flow_radius: the search radius of ``block_flow`` in half-resolution pixels.
+      sam_stem: hidden channels of a stem (0: none) that reads SAM 2's stride-8 features under
+        each BEiT-3 patch, laid out position by position (a k x k strided conv, k = the level's
+        side / the BEiT-3 grid, resampled first when that is not whole) -> GELU -> 1x1 conv -> D,
+        added to the frame's BEiT-3 patches before Eq. 2. BEiT-3's patches do not hold an
+        object's shape and SAM 2's finer levels do (a linear probe reads 6 shapes at 0.25 against
+        0.77: docs/training_experiments.md, "Where shape is"), so this is the prior's way to
+        "the triangle". Not in the paper. The last layer starts at zero.
     """
 
     enabled: bool = True
@@ -163,6 +170,7 @@ class MPGConfig:
     motion_stem: int = 0
     block_flow: int = 0
     block_flow_radius: int = 6
+    sam_stem: int = 0
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,9 @@ class ModelConfig:
             raise ConfigError(f"mpg.global_feature must be 'masked' or 'vanilla', got {self.mpg.global_feature!r}")
         if b.embed_dim % self.mpg.num_heads:
             raise ConfigError("beit3.embed_dim must be divisible by mpg.num_heads")
+        for key in ("motion_stem", "block_flow", "sam_stem"):
+            if getattr(self.mpg, key) < 0:
+                raise ConfigError(f"mpg.{key} must be 0 (off) or positive, got {getattr(self.mpg, key)}")
         if not 0.5 <= self.presence_threshold < 1.0:
             raise ConfigError(f"presence_threshold must be in [0.5, 1), got {self.presence_threshold}")
         h = self.hga

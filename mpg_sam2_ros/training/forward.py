@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..core.inference.memory import MemoryBank
 from ..core.modeling.mask_prior import flow_reference, previous_frames
-from ..core.modeling.mpg_sam2 import MPGSAM2
+from ..core.modeling.mpg_sam2 import ImageFeatures, MPGSAM2
 from ..core.text import TextTokenizer
 from .datasets import ReferringClip
 
@@ -79,18 +79,32 @@ def make_batch(clips: Sequence[ReferringClip], model: MPGSAM2, tokenizer: TextTo
     return ClipBatch(torch.stack(sam), torch.stack(mm), ids, padding, torch.stack(target), [c.text for c in clips])
 
 
-def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool):
-    """BEiT-3 on every frame of B clips and the MPG over each clip (Eqs. 1-3): (mm, context)."""
+def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool, feats: ImageFeatures | None = None):
+    """BEiT-3 on every frame of B clips and the MPG over each clip (Eqs. 1-3): (mm, context).
+    ``feats``: SAM 2's features of the frames (rows b * T + t), for the MPG's SAM 2 stem
+    (``mpg.sam_stem``); computed here when the model has the stem and none are given."""
     b, t = batch.mm.shape[:2]
+    if feats is None and model.mask_prior.sam_stem is not None:
+        feats = _encode_frames(model, batch)
     mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
                                  batch.padding.repeat_interleave(t, 0),  # object-major rows, as global_context wants
-                                 previous=previous_frames(batch.mm).flatten(0, 1), **flow_reference(model.mask_prior.block_flow, batch.mm))
+                                 previous=previous_frames(batch.mm).flatten(0, 1), **flow_reference(model.mask_prior.block_flow, batch.mm),
+                                 image_features=feats)
     return mm, model.global_context(mm, batch=b, causal=causal)
 
 
+def _encode_frames(model: MPGSAM2, batch: ClipBatch) -> ImageFeatures:
+    """SAM 2's image encoder on every frame of B clips (rows b * T + t), with gradients only
+    when some of its weights train."""
+    frozen = not any(p.requires_grad for p in model.sam2.image_encoder.parameters())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        return model.encode_image(batch.sam.flatten(0, 1))
+
+
 def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False, with_cls: bool = False):
-    """The MPG's mask prior M_p [B, T, 1, g, g] of B clips (BEiT-3 and Eqs. 2-3 only; SAM 2 is
-    not run): the ``prior`` training stage. ``with_cls``: (prior, V_cls [B, T, D])."""
+    """The MPG's mask prior M_p [B, T, 1, g, g] of B clips (BEiT-3 and Eqs. 2-3 only; SAM 2's
+    decoder is not run, its image encoder only for the MPG's SAM 2 stem): the ``prior``
+    training stage. ``with_cls``: (prior, V_cls [B, T, D])."""
     mm, ctx = _global_context(model, batch, causal)
     if ctx.prior is None:
         raise ValueError("the prior stage needs the MPG's mask prior, and this model has the MPG switched off (mpg.enabled)")
@@ -102,10 +116,8 @@ def forward_prior(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False, wit
 def forward_clips(model: MPGSAM2, batch: ClipBatch, *, causal: bool = False) -> ClipOutput:
     """Decode every frame of B clips (all objects batched, one memory bank per batch)."""
     b, t = batch.sam.shape[:2]
-    frozen = not any(p.requires_grad for p in model.sam2.image_encoder.parameters())
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-        feats = model.encode_image(batch.sam.flatten(0, 1))  # rows b * T + t
-    mm, ctx = _global_context(model, batch, causal)
+    feats = _encode_frames(model, batch)  # rows b * T + t
+    mm, ctx = _global_context(model, batch, causal, feats)
     memory = MemoryBank(num_maskmem=model.sam2.num_maskmem, max_obj_ptrs=model.sam2.max_obj_ptrs_in_encoder)
     multi, single, ious, scores = [], [], [], []
     for i in range(t):

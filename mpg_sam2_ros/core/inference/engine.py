@@ -246,7 +246,7 @@ class StreamingEngine:
         features = model.encode_image(inputs.sam)
         index = self._frame_index
         self._frame_index += 1
-        self._encode_commands(inputs.mm)
+        self._encode_commands(inputs.mm, features)
         self._recent_mm.append(inputs.mm)
         self._pending.append(_Pending(index, stamp, size, features, started))
         if len(self._pending) <= self.config.lookahead:
@@ -261,8 +261,9 @@ class StreamingEngine:
                 out.append(self._decode(self._pending.popleft(), flushing=True))
         return out
 
-    def _encode_commands(self, mm_image: torch.Tensor) -> None:
-        """BEiT-3 on the new frame for every command at once, cached in the windows."""
+    def _encode_commands(self, mm_image: torch.Tensor, features: ImageFeatures) -> None:
+        """BEiT-3 on the new frame for every command at once, cached in the windows
+        (``features``: the frame's SAM 2 features, for the MPG's SAM 2 stem)."""
         if not self._objects:
             return
         states = list(self._objects.values())
@@ -279,7 +280,7 @@ class StreamingEngine:
             reference = self._recent_mm[-gap] if gap else mm_image
             flow = {"reference": reference.expand(n, -1, -1, -1), "gaps": torch.tensor([gap], device=mm_image.device)}
         mm = model.encode_multimodal(mm_image.expand(n, -1, -1, -1), ids, padding, previous=previous.expand(n, -1, -1, -1),
-                                     **flow)
+                                     image_features=features, **flow)
         incremental = self.config.lookahead == 0
         sparse = model.sparse_prompt(mm.cls) if incremental and model.sparse_prompt is not None else None
         text_proj = None

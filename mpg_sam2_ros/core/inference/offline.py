@@ -81,8 +81,15 @@ class OfflineRunner:
         # object-major rows: all frames of command 0, then command 1, ...
         previous = previous_frames(mm_images, dim=0)  # the clip's first frame has none (itself)
         flow = flow_reference(model.mask_prior.block_flow, mm_images)
+        sam_patches = None
+        if model.mask_prior.sam_stem is not None:  # the MPG's SAM 2 stem: one pass over the clip's frames first
+            # (the decode below encodes each frame again rather than holding a whole clip's features)
+            sam_patches = torch.cat([model.sam_patch_features(model.encode_image(self.preprocess(f).sam)) for f in frames])
         per_text = [model.encode_multimodal(mm_images, ids[j : j + 1].expand(t, -1), padding[j : j + 1].expand(t, -1),
                                             previous=previous, **flow) for j in range(k)]
+        if sam_patches is not None:
+            for mm in per_text:
+                mm.patches = mm.patches + sam_patches.to(mm.patches.dtype)
         ctx = model.global_context(MultimodalFeatures.cat(per_text), batch=k)
         memory = MemoryBank(num_maskmem=model.sam2.num_maskmem, max_obj_ptrs=model.sam2.max_obj_ptrs_in_encoder)
         for i, frame in enumerate(frames):

@@ -36,6 +36,18 @@ def skip_weight_init() -> Iterator[None]:
             setattr(nn.init, name, fn)
 
 
+def _sam_stem_sizes(sam: nn.Module, cfg: ModelConfig) -> dict:
+    """``MaskPriorGenerator``'s SAM 2 stem arguments: the channels of SAM 2's stride-8 level
+    (the decoder's ``conv_s1`` output) and the block of it under one BEiT-3 patch."""
+    if not cfg.mpg.sam_stem:
+        return {}
+    if not sam.use_high_res_features_in_sam:
+        raise ValueError("mpg.sam_stem reads SAM 2's stride-8 features, and this SAM 2 has no high-resolution levels")
+    side = sam.image_size // 8
+    return {"sam_stem": cfg.mpg.sam_stem, "sam_channels": sam.sam_mask_decoder.conv_s1.out_channels,
+            "sam_block": max(1, round(side / cfg.beit3.grid_size))}
+
+
 def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_weights: bool = True) -> MPGSAM2:
     """Build MPG-SAM 2 with random weights on ``device``. ``init_weights=False`` leaves the
     weights uninitialised (structure only: parameter counts, or a checkpoint loads next)."""
@@ -64,6 +76,7 @@ def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_we
             motion_patch=cfg.beit3.patch_size,
             block_flow=m.block_flow,
             block_flow_radius=m.block_flow_radius,
+            **_sam_stem_sizes(sam, cfg),
         )
         # [CLS] -> MLP (D -> D -> C) sparse prompt, Sec. 3.5
         sparse = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c)) if cfg.sparse_prompt else None

@@ -123,6 +123,10 @@ class MaskPriorGenerator(nn.Module):
         patch's velocity against the camera by block matching, through a small MLP added to
         the frame's patches (``MPGConfig.block_flow``; not in the paper).
       block_flow_radius: its search radius in half-resolution pixels.
+      sam_stem, sam_channels, sam_block: hidden channels (0: none) of a stem that reads SAM 2's
+        stride-8 features (``sam_channels`` of them) in ``sam_block`` x ``sam_block`` blocks,
+        one per BEiT-3 patch (``sam_patches``, added to the frame's patches;
+        ``MPGConfig.sam_stem``; not in the paper).
     """
 
     def __init__(
@@ -144,6 +148,9 @@ class MaskPriorGenerator(nn.Module):
         motion_patch: int = 16,
         block_flow: int = 0,
         block_flow_radius: int = 6,
+        sam_stem: int = 0,
+        sam_channels: int = 0,
+        sam_block: int = 1,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -177,6 +184,31 @@ class MaskPriorGenerator(nn.Module):
             self.flow_proj = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, embed_dim))
             nn.init.zeros_(self.flow_proj[2].weight)
             nn.init.zeros_(self.flow_proj[2].bias)
+        self.sam_block = sam_block
+        self.sam_stem = None
+        if sam_stem:  # each patch's block of SAM 2 stride-8 features, position by position -> D; the last layer starts at zero
+            if sam_channels <= 0 or sam_block <= 0:
+                raise ValueError(f"the SAM 2 stem needs the level's channels and block size, got {sam_channels}, {sam_block}")
+            self.sam_stem = nn.Sequential(nn.Conv2d(sam_channels, sam_stem, sam_block, stride=sam_block), nn.GELU(),
+                                          nn.Conv2d(sam_stem, embed_dim, 1))
+            nn.init.zeros_(self.sam_stem[2].weight)
+            nn.init.zeros_(self.sam_stem[2].bias)
+
+    def sam_patches(self, level: torch.Tensor, grid: int) -> torch.Tensor:
+        """``sam_stem``: [B, N, D] features of SAM 2's stride-8 level [B, C, h, w] for the
+        ``grid`` x ``grid`` BEiT-3 patches of the same frames: each patch reads the block of the
+        level under it with a weight per position (a strided conv), so where inside the patch a
+        value lies, which is what tells a triangle from a square, survives. A level that is not
+        ``sam_block * grid`` wide is resampled to it first (bilinear)."""
+        if self.sam_stem is None:
+            raise ValueError("this MPG has no SAM 2 stem (mpg.sam_stem)")
+        if level.dim() != 4 or level.shape[1] != self.sam_stem[0].in_channels:
+            raise ValueError(f"the SAM 2 stem reads [B, {self.sam_stem[0].in_channels}, h, w] features, "
+                             f"got {tuple(level.shape)}")
+        side = self.sam_block * grid
+        if level.shape[-2:] != (side, side):
+            level = F.interpolate(level, size=(side, side), mode="bilinear", align_corners=False)
+        return self.sam_stem(level.to(self.sam_stem[0].weight.dtype)).flatten(2).transpose(1, 2)
 
     def block_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
         """``block_flow``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3

@@ -175,7 +175,7 @@ class MPGSAM2(nn.Module):
 
     def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor,
                           previous: torch.Tensor | None = None, *, reference: torch.Tensor | None = None,
-                          gaps: torch.Tensor | None = None) -> MultimodalFeatures:
+                          gaps: torch.Tensor | None = None, image_features: ImageFeatures | None = None) -> MultimodalFeatures:
         """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1).
 
         ``previous`` [B, 3, m, m]: each row's previous frame, for the MPG's motion stem
@@ -183,7 +183,10 @@ class MPGSAM2(nn.Module):
         frame passes the frame itself. Ignored by a model without the stem.
         ``reference`` [B, 3, m, m] and ``gaps`` [B]: each row's frame ``gaps`` frames back (gap
         0: none, the frame itself), for the MPG's block flow (``mpg.block_flow``). Rows that
-        are one frame repeated (``expand``: one frame, several commands) are matched once."""
+        are one frame repeated (``expand``: one frame, several commands) are matched once.
+        ``image_features``: SAM 2's features of the same frames (B rows, or 1 for one frame
+        under several commands), for the MPG's SAM 2 stem (``mpg.sam_stem``), whose output is
+        added to the patches. Ignored by a model without the stem."""
         if not images.is_floating_point():
             raise TypeError(f"images must be a float tensor, got {images.dtype}")
         mm = self.multimodal_encoder(images, text_ids, text_padding)
@@ -198,7 +201,24 @@ class MPGSAM2(nn.Module):
             else:
                 flow = self.mask_prior.block_motion(images, reference, gaps)
             mm.patches = mm.patches + flow.to(mm.patches.dtype)
+        if image_features is not None and self.mask_prior.sam_stem is not None:
+            rows = image_features.batch_size
+            if rows not in (1, len(images)):
+                raise ValueError(f"{rows} rows of SAM 2 features for {len(images)} BEiT-3 rows")
+            stem = self.sam_patch_features(image_features)
+            mm.patches = mm.patches + stem.expand(len(images), -1, -1).to(mm.patches.dtype)
         return mm
+
+    def sam_patch_features(self, features: ImageFeatures) -> torch.Tensor:
+        """[B, N, D] the MPG's SAM 2 stem (``mpg.sam_stem``) over SAM 2's stride-8 level of
+        ``features``, one vector per BEiT-3 patch."""
+        levels = [i for i, (h, _) in enumerate(features.feat_sizes) if self.image_size // h == 8]
+        if not levels:
+            raise ValueError(f"SAM 2 features of sizes {features.feat_sizes} have no stride-8 level")
+        i = levels[0]
+        h, w = features.feat_sizes[i]
+        level = features.vision_feats[i].permute(1, 2, 0).reshape(features.batch_size, -1, h, w)
+        return self.mask_prior.sam_patches(level, self.multimodal_encoder.cfg.grid_size)
 
     # ----- window-level context -------------------------------------------------------
     def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None,
