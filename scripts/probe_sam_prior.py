@@ -48,9 +48,8 @@ HEADS = ("beit3", "sam2", "both")
 def sam2_cells(model, feats, g: int) -> torch.Tensor:
     """SAM 2's stride-8 level [HW, 1, C] -> [g*g, C * k * k]: each BEiT-3 cell's k x k block,
     every position its own channels (resampled first if the level is not k*g wide)."""
-    level = [i for i, (h, _) in enumerate(feats.feat_sizes) if model.image_size // h == 8][0]
-    h, w = feats.feat_sizes[level]
-    fmap = feats.vision_feats[level][:, 0].T.reshape(1, -1, h, w)
+    fmap = feats.level_map(8, model.image_size)[:1]
+    h, w = fmap.shape[-2:]
     k = max(1, round(h / g))
     if (h, w) != (k * g, k * g):
         fmap = F.interpolate(fmap, size=(k * g, k * g), mode="bilinear", align_corners=False)

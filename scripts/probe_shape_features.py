@@ -88,8 +88,9 @@ def feature_maps(model, tokenizer, frame: np.ndarray) -> dict[str, torch.Tensor]
     out = model.encode_multimodal(batch.mm[:, 0], batch.ids, batch.padding)
     maps["beit3_out"] = out.patches[0].T.reshape(-1, g, g)
     feats = model.encode_image(batch.sam[:, 0])
-    for f, (h, w) in zip(feats.vision_feats, feats.feat_sizes):
-        maps[f"sam2_s{model.image_size // h}"] = f[:, 0].T.reshape(-1, h, w)
+    for h, _ in feats.feat_sizes:
+        stride = model.image_size // h
+        maps[f"sam2_s{stride}"] = feats.level_map(stride, model.image_size)[0]
     return maps
 
 

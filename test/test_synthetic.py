@@ -330,12 +330,14 @@ def test_probe_sam_prior_lays_out_cells_and_scores_every_look_alike():
 
     import torch
 
+    from mpg_sam2_ros.core.modeling.mpg_sam2 import ImageFeatures
+
     spec = importlib.util.spec_from_file_location("probe_sam_prior", REPO / "scripts" / "probe_sam_prior.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     # a stride-8 level of 8 x 8 positions whose one channel is the position's raster index
     level = torch.arange(64.0).reshape(64, 1, 1)
-    feats = SimpleNamespace(feat_sizes=[(16, 16), (8, 8), (4, 4)], vision_feats=[None, level, None])
+    feats = ImageFeatures([torch.zeros(256, 1, 1), level, torch.zeros(16, 1, 1)], [], [(16, 16), (8, 8), (4, 4)])
     cells = probe.sam2_cells(SimpleNamespace(image_size=64), feats, g=4)  # 4 x 4 cells of 2 x 2 positions
     assert cells.shape == (16, 4)
     assert cells[0].tolist() == [0.0, 1.0, 8.0, 9.0] and cells[5].tolist() == [18.0, 19.0, 26.0, 27.0]

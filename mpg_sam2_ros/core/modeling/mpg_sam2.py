@@ -48,6 +48,13 @@ class ImageFeatures:
     def select(self, idx: slice | list[int] | torch.Tensor) -> "ImageFeatures":
         return ImageFeatures([f[:, idx] for f in self.vision_feats], [p[:, idx] for p in self.vision_pos], self.feat_sizes)
 
+    def level_map(self, stride: int, image_size: int) -> torch.Tensor:
+        """[B, C, h, w] the level at ``stride`` (of ``image_size`` px input) as feature maps."""
+        for f, (h, w) in zip(self.vision_feats, self.feat_sizes):
+            if image_size // h == stride:
+                return f.permute(1, 2, 0).reshape(f.shape[1], f.shape[2], h, w)
+        raise ValueError(f"SAM 2 features of sizes {self.feat_sizes} have no stride-{stride} level")
+
     def expand(self, n: int) -> "ImageFeatures":
         """One frame's features repeated for n objects (the encoding is shared)."""
         if self.batch_size != 1:
@@ -212,13 +219,7 @@ class MPGSAM2(nn.Module):
     def sam_patch_features(self, features: ImageFeatures) -> torch.Tensor:
         """[B, N, D] the MPG's SAM 2 stem (``mpg.sam_stem``) over SAM 2's stride-8 level of
         ``features``, one vector per BEiT-3 patch."""
-        levels = [i for i, (h, _) in enumerate(features.feat_sizes) if self.image_size // h == 8]
-        if not levels:
-            raise ValueError(f"SAM 2 features of sizes {features.feat_sizes} have no stride-8 level")
-        i = levels[0]
-        h, w = features.feat_sizes[i]
-        level = features.vision_feats[i].permute(1, 2, 0).reshape(features.batch_size, -1, h, w)
-        return self.mask_prior.sam_patches(level, self.multimodal_encoder.cfg.grid_size)
+        return self.mask_prior.sam_patches(features.level_map(8, self.image_size), self.multimodal_encoder.cfg.grid_size)
 
     # ----- window-level context -------------------------------------------------------
     def global_context(self, mm: MultimodalFeatures, *, batch: int = 1, positions: torch.Tensor | None = None,
