@@ -101,6 +101,32 @@ def collect(checkpoint: str | None, *, seed: int, videos: int, window: int, pres
     return frames, pipe
 
 
+def target_motions(seed: int, videos: int, synthetic=None) -> dict[str, str]:
+    """{expression key (as ``collect`` names it): how its target moves} for the motion
+    expressions of videos ``0 .. videos-1`` of ``seed``: the growing, shrinking and still
+    twins differ in size over time only, which a translation flow cannot see."""
+    from mpg_sam2_ros.training.synthetic import SyntheticConfig, generate_video
+
+    kinds = {}
+    for index in range(videos):
+        video = generate_video(seed, index, synthetic or SyntheticConfig())
+        motion = {o.oid: o.motion for o in video.objects}
+        for k, expr in enumerate(video.expressions):
+            if expr.type == "motion":
+                kinds[f"{video.name}/{k}"] = motion[expr.target]
+    return kinds
+
+
+def by_target_motion(frames: list[tuple[str, str, str, float, int]], kinds: dict[str, str]) -> dict:
+    """``summarise``'s J and frames by class for the motion expressions, by how the target moves."""
+    out = {}
+    for kind in sorted(set(kinds.values())):
+        rows = [f for f in frames if kinds.get(f[0]) == kind]
+        s = summarise(rows)
+        out[kind] = {"expressions": s["expressions"], "J": s["J"], "frames_by_class": s["frames_by_class"]}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None, help="weights (default: the bundled model)")
@@ -121,6 +147,9 @@ def main() -> int:
            "all": summarise(frames)}
     for t in sorted({f[1] for f in frames}):
         out[t] = summarise([f for f in frames if f[1] == t])
+    kinds = target_motions(args.seed, args.videos)
+    if kinds:
+        out["motion_by_target_motion"] = by_target_motion(frames, kinds)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

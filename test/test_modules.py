@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -460,6 +462,84 @@ def test_block_flow_adds_each_patchs_velocity_and_is_silent_without_a_reference(
     clip = torch.arange(5.0)[None, :, None]  # [B=1, T=5, 1]: frame t holds t
     assert previous_frames(clip, gap=3)[0, :, 0].tolist() == [0, 0, 0, 0, 1]
     assert frame_gaps(5, 3).tolist() == [0, 1, 2, 3, 3]
+
+
+def test_block_scale_reads_growth_about_each_patch_against_the_cameras_subpixel_shift():
+    """``mask_prior.block_scale``: over a textured scene that the camera moves by a fraction of
+    a pixel, three discs of one colour with a mark inside: one grows by 1.2, one shrinks by 1.2,
+    one stays. Their cells read log 1.2 > 0, < 0 and about 0, the background's cells about 0
+    (``camera_shift`` takes the camera out), and the evidence is higher where the size changed."""
+    from mpg_sam2_ros.core.modeling.mask_prior import block_scale, camera_shift
+
+    torch.manual_seed(0)
+    m, cell = 64, 16
+    texture = torch.nn.functional.avg_pool2d(torch.randn(1, 3, m + 20, m + 20), 5, stride=1, padding=2)
+    y, x = torch.meshgrid(torch.arange(m, dtype=torch.float32), torch.arange(m, dtype=torch.float32), indexing="ij")
+
+    def view(cam_y, cam_x, radii):
+        """The background seen from (cam_y, cam_x) (bilinear), discs at fixed places in the view."""
+        grid = torch.stack([(x + 10 + cam_x + 0.5) / (m + 20) * 2 - 1, (y + 10 + cam_y + 0.5) / (m + 20) * 2 - 1], -1)
+        img = torch.nn.functional.grid_sample(texture, grid[None], align_corners=False)[0]
+        for (cy, cx), r in zip(((8.5, 8.5), (8.5, 40.5), (40.5, 24.5)), radii):
+            d = ((y - cy) ** 2 + (x - cx) ** 2).sqrt()
+            inside = (r + 0.5 - d).clamp(0, 1)  # anti-aliased edge
+            mark = ((y - cy).abs() < r / 3) & ((x - cx).abs() < r / 3)
+            disc = torch.stack([torch.full_like(d, 2.0), torch.where(mark, 2.0, -2.0), torch.full_like(d, -1.0)])
+            img = img * (1 - inside) + disc * inside
+        return img
+
+    before = view(0.0, 0.0, (5.5, 6.6, 6.0))
+    after = view(0.6, -1.3, (6.6, 5.5, 6.0))
+    cam = camera_shift(after[None], before[None], cell=cell, radius=6)
+    torch.testing.assert_close(cam[0], torch.tensor([-0.6, 1.3]), atol=0.25, rtol=0)
+    logscale, evidence = block_scale(after[None], before[None], cell=cell)
+    g = m // cell
+    assert logscale.shape == (1, 1, g, g) and evidence.shape == (1, 1, g, g)
+    step = math.log(1.2)
+    assert logscale[0, 0, 0, 0] > 0.5 * step and logscale[0, 0, 0, 2] < -0.5 * step
+    assert logscale[0, 0, 2, 1].abs() < 0.3 * step
+    background = torch.ones(g, g, dtype=torch.bool)
+    background[0], background[2] = False, False  # rows 1 and 3 hold no disc
+    assert logscale[0, 0, background].abs().max() < 0.3 * step
+    assert min(evidence[0, 0, 0, 0], evidence[0, 0, 0, 2]) > 2 * evidence[0, 0, 2, 1]
+
+
+def test_block_scale_adds_each_patchs_growth_and_is_silent_without_a_reference():
+    """``mpg.block_scale``: ``encode_multimodal`` adds ``scale_proj`` of (log scale per frame x
+    40, evidence) per patch, zero at start, zero for rows with gap 0; rows of one frame repeated
+    (several commands) give each row the same features; a negative setting is refused."""
+    from mpg_sam2_ros.core.config import ConfigError, load_model_config
+    from mpg_sam2_ros.core.modeling.mask_prior import block_scale, scale_reference
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.block_scale=6"])).eval()
+    mpg, m = model.mask_prior, model.config.beit3.img_size
+    images, reference = torch.randn(2, 3, m, m), torch.randn(2, 3, m, m)
+    ids, pad = model_tokens(model)
+    gaps = torch.tensor([6, 0])
+    with torch.no_grad():
+        plain = model.encode_multimodal(images, ids, pad)
+        zero = model.encode_multimodal(images, ids, pad, scale_reference=reference, scale_gaps=gaps).patches
+        torch.testing.assert_close(zero, plain.patches)
+        torch.nn.init.normal_(mpg.scale_proj[2].weight, std=0.1)
+        torch.nn.init.normal_(mpg.scale_proj[2].bias, std=0.1)
+        out = model.encode_multimodal(images, ids, pad, scale_reference=reference, scale_gaps=gaps).patches - plain.patches
+        logscale, evidence = block_scale(images, reference, cell=model.config.beit3.patch_size)
+        feats = torch.cat([logscale / 6 * 40.0, evidence], 1).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(out[0], mpg.scale_proj(feats[0]))
+        assert out[1].abs().max() == 0
+        one = model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad,
+                                      scale_reference=reference[:1].expand(2, -1, -1, -1), scale_gaps=torch.tensor([6])).patches
+        grown = one - model.encode_multimodal(images[:1].expand(2, -1, -1, -1), ids, pad).patches
+        torch.testing.assert_close(grown[0], out[0])
+        torch.testing.assert_close(grown[1], out[0])
+        with pytest.raises(ValueError, match="gap"):
+            model.encode_multimodal(images, ids, pad, scale_reference=reference)
+    clip = torch.zeros(1, 8, 3, m, m)
+    assert scale_reference(6, clip)["scale_gaps"].tolist() == [0, 1, 2, 3, 4, 5, 6, 6]
+    assert scale_reference(0, clip) == {}
+    with pytest.raises(ConfigError, match="block_scale"):
+        load_model_config("cpu_small", ["mpg.block_scale=-1"]).validate()
 
 
 def test_sam_stem_reads_each_patchs_block_of_sam2_stride8_features_position_by_position():

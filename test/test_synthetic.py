@@ -12,7 +12,7 @@ import pytest
 
 from mpg_sam2_ros.cli import main
 from mpg_sam2_ros.training.datasets import RefYouTubeVOS
-from mpg_sam2_ros.training.synthetic import (EXPRESSION_TYPES, SyntheticConfig, generate_video, write_split)
+from mpg_sam2_ros.training.synthetic import (EXPRESSION_TYPES, MOTIONS, SyntheticConfig, generate_video, write_split)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,6 +206,12 @@ def test_probe_errors_splits_what_j_loses():
     assert sum(s["frames_by_class"].values()) == s["frames"] == len(frames)
     assert sum(s["loss_share"].values()) == pytest.approx(100 - s["J"], abs=0.05)
     assert s["frames_by_class"]["on_target"] > 0 and s["frames_by_class"]["wrong_object"] > 0
+    kinds = probe.target_motions(5, 2, syn)
+    motion = [f for f in frames if f[1] == "motion"]
+    assert set(kinds) == {f[0] for f in motion} and set(kinds.values()) <= set(MOTIONS)
+    split = probe.by_target_motion(frames, kinds)
+    assert sum(v["expressions"] for v in split.values()) == len(kinds)
+    assert sum(sum(v["frames_by_class"].values()) for v in split.values()) == len(motion)
     res = run_bench_accuracy(seed=5, videos=2, window=4, policy={"presence_threshold": 0.5}, synthetic=syn,
                              progress=False)
     assert s["J"] == pytest.approx(res["J"], abs=0.011) and s["expressions"] == res["modes"]["streaming"]["expressions"]

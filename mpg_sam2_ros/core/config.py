@@ -155,6 +155,14 @@ class MPGConfig:
         object's shape and SAM 2's finer levels do (a linear probe reads 6 shapes at 0.25 against
         0.77: docs/training_experiments.md, "Where shape is"), so this is the prior's way to
         "the triangle". Not in the paper. The last layer starts at zero.
+      block_scale: frames back (0: none) for a camera-compensated scale match: per BEiT-3
+        patch, how much the frame ``block_scale`` frames back (fewer at a stream's start, never
+        beyond the window) must be magnified about the patch's centre to match it (log scale per
+        frame, from 3 scales and a parabola), with its matching evidence -> MLP -> D, added to
+        the patches before Eq. 2. A growing, a shrinking and a still object do not move, so
+        ``block_flow`` cannot tell them apart; their outlines change by about 2 px over 6
+        frames, which this reads (docs/training_experiments.md, "Scale"). Not in the paper; no
+        gradient flows into the matching. The last layer starts at zero.
     """
 
     enabled: bool = True
@@ -171,6 +179,7 @@ class MPGConfig:
     block_flow: int = 0
     block_flow_radius: int = 6
     sam_stem: int = 0
+    block_scale: int = 0
 
 
 @dataclass(frozen=True)
@@ -240,7 +249,7 @@ class ModelConfig:
             raise ConfigError(f"mpg.global_feature must be 'masked' or 'vanilla', got {self.mpg.global_feature!r}")
         if b.embed_dim % self.mpg.num_heads:
             raise ConfigError("beit3.embed_dim must be divisible by mpg.num_heads")
-        for key in ("motion_stem", "block_flow", "sam_stem"):
+        for key in ("motion_stem", "block_flow", "sam_stem", "block_scale"):
             if getattr(self.mpg, key) < 0:
                 raise ConfigError(f"mpg.{key} must be 0 (off) or positive, got {getattr(self.mpg, key)}")
         if not 0.5 <= self.presence_threshold < 1.0:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.inference.memory import MemoryBank
-from ..core.modeling.mask_prior import flow_reference, previous_frames
+from ..core.modeling.mask_prior import flow_reference, previous_frames, scale_reference
 from ..core.modeling.mpg_sam2 import ImageFeatures, MPGSAM2
 from ..core.text import TextTokenizer
 from .datasets import ReferringClip
@@ -89,7 +89,7 @@ def _global_context(model: MPGSAM2, batch: ClipBatch, causal: bool, feats: Image
     mm = model.encode_multimodal(batch.mm.flatten(0, 1), batch.ids.repeat_interleave(t, 0),
                                  batch.padding.repeat_interleave(t, 0),  # object-major rows, as global_context wants
                                  previous=previous_frames(batch.mm).flatten(0, 1), **flow_reference(model.mask_prior.block_flow, batch.mm),
-                                 image_features=feats)
+                                 image_features=feats, **scale_reference(model.mask_prior.block_scale, batch.mm))
     return mm, model.global_context(mm, batch=b, causal=causal)
 
 

@@ -225,8 +225,10 @@ class StreamingEngine:
         self._size: tuple[int, int] | None = None
         self._pending: deque[_Pending] = deque()
         self._reset_flag = True
-        # the last frames' BEiT-3 inputs: the previous one (mpg.motion_stem), block_flow back (mpg.block_flow)
-        self._recent_mm: deque[torch.Tensor] = deque(maxlen=max(1, self.model.mask_prior.block_flow))
+        # the last frames' BEiT-3 inputs: the previous one (mpg.motion_stem), block_flow back
+        # (mpg.block_flow), block_scale back (mpg.block_scale)
+        mpg = self.model.mask_prior
+        self._recent_mm: deque[torch.Tensor] = deque(maxlen=max(1, mpg.block_flow, mpg.block_scale))
         for oid, state in list(self._objects.items()):
             self._objects[oid] = self._fresh_state(oid, state.tokens)
 
@@ -279,6 +281,10 @@ class StreamingEngine:
             gap = min(len(self._recent_mm), model.mask_prior.block_flow, self.config.window - 1)
             reference = self._recent_mm[-gap] if gap else mm_image
             flow = {"reference": reference.expand(n, -1, -1, -1), "gaps": torch.tensor([gap], device=mm_image.device)}
+        if model.mask_prior.block_scale:  # the same for the block scale
+            gap = min(len(self._recent_mm), model.mask_prior.block_scale, self.config.window - 1)
+            reference = self._recent_mm[-gap] if gap else mm_image
+            flow |= {"scale_reference": reference.expand(n, -1, -1, -1), "scale_gaps": torch.tensor([gap], device=mm_image.device)}
         mm = model.encode_multimodal(mm_image.expand(n, -1, -1, -1), ids, padding, previous=previous.expand(n, -1, -1, -1),
                                      image_features=features, **flow)
         incremental = self.config.lookahead == 0

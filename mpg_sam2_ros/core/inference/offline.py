@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling.mask_prior import flow_reference, previous_frames
+from ..modeling.mask_prior import flow_reference, previous_frames, scale_reference
 from ..modeling.mpg_sam2 import MPGSAM2
 from ..modeling.multimodal_encoder import MultimodalFeatures
 from ..preprocess import FramePreprocessor, validate_frame
@@ -80,7 +80,7 @@ class OfflineRunner:
         mm_images = torch.cat([self.preprocess(f).mm for f in frames])
         # object-major rows: all frames of command 0, then command 1, ...
         previous = previous_frames(mm_images, dim=0)  # the clip's first frame has none (itself)
-        flow = flow_reference(model.mask_prior.block_flow, mm_images)
+        flow = flow_reference(model.mask_prior.block_flow, mm_images) | scale_reference(model.mask_prior.block_scale, mm_images)
         sam_patches = None
         if model.mask_prior.sam_stem is not None:  # the MPG's SAM 2 stem: one pass over the clip's frames first
             # (the decode below encodes each frame again rather than holding a whole clip's features)

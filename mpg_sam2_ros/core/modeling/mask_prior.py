@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,92 @@ def block_flow(images: torch.Tensor, reference: torch.Tensor, *, cell: int, radi
     return moved, evidence
 
 
+def scale_reference(gap: int, clips: torch.Tensor) -> dict:
+    """``encode_multimodal``'s block-scale arguments (``scale_reference``, ``scale_gaps``) for
+    clips [B, T, 3, m, m] or one clip [T, 3, m, m], as ``flow_reference`` gives the block
+    flow's. Empty when ``gap`` is 0 (no block scale)."""
+    flow = flow_reference(gap, clips)
+    return {"scale_reference": flow["reference"], "scale_gaps": flow["gaps"]} if flow else {}
+
+
+def _parabola(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+    """Sub-step offset in [-1, 1] of the minimum of a parabola through three equally spaced costs."""
+    return ((minus - plus) / (2 * (minus - 2 * centre + plus).clamp(min=1e-6))).clamp(-1, 1)
+
+
+def _shifted(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``images`` [B, C, H, W] moved by ``shift`` [B, 2] (dy, dx) pixels (bilinear, edges
+    repeated): out(p) = images(p - shift), i.e. content at q appears at q + shift."""
+    n, _, h, w = images.shape
+    ys = torch.arange(h, dtype=images.dtype, device=images.device)
+    xs = torch.arange(w, dtype=images.dtype, device=images.device)
+    gy = ((ys[None] - shift[:, :1] + 0.5) / h * 2 - 1)[:, :, None].expand(n, h, w)
+    gx = ((xs[None] - shift[:, 1:] + 0.5) / w * 2 - 1)[:, None, :].expand(n, h, w)
+    return F.grid_sample(images, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def camera_shift(images: torch.Tensor, reference: torch.Tensor, *, cell: int, radius: int) -> torch.Tensor:
+    """[B, 2] the whole frame's shift (dy, dx) in pixels, to a fraction of one, that best maps
+    ``reference`` onto ``images`` (both [B, 3, m, m]): the shift of the median ``cell`` x
+    ``cell`` cell's cost (moving objects are a minority), searched at half resolution within
+    ``radius`` half-res pixels, then within 2 pixels at full resolution, then a parabola per
+    axis. Not differentiable, and needs none."""
+    a = F.avg_pool2d(images, 2)
+    b = F.pad(F.avg_pool2d(reference, 2), (radius,) * 4, mode="replicate")
+    n, c, h, w = a.shape
+    k = 2 * radius + 1
+    shifted = F.unfold(b, kernel_size=k).view(n, c, k * k, h, w)  # as in block_flow: shift (r - ky, r - kx)
+    cost = F.avg_pool2d((a[:, :, None] - shifted).square().sum(1), cell // 2).flatten(2).median(2).values
+    best = cost.argmin(1)
+    coarse = torch.stack([radius - best // k, radius - best % k], 1).to(images.dtype) * 2
+    near = F.pad(_shifted(reference, coarse), (2,) * 4, mode="replicate")
+    hh, ww = images.shape[-2:]
+    fine = torch.stack([
+        F.avg_pool2d((images - near[..., 2 - dy: 2 - dy + hh, 2 - dx: 2 - dx + ww]).square().sum(1, keepdim=True),
+                     cell).flatten(1).median(1).values
+        for dy in range(-2, 3) for dx in range(-2, 3)], 1).view(n, 5, 5)
+    flat = fine.flatten(1).argmin(1)
+    iy, ix = (flat // 5).clamp(1, 3), (flat % 5).clamp(1, 3)
+    rows = torch.arange(n, device=images.device)
+    dy = iy - 2 + _parabola(fine[rows, iy - 1, ix], fine[rows, iy, ix], fine[rows, iy + 1, ix])
+    dx = ix - 2 + _parabola(fine[rows, iy, ix - 1], fine[rows, iy, ix], fine[rows, iy, ix + 1])
+    return coarse + torch.stack([dy, dx], 1)
+
+
+def block_scale(images: torch.Tensor, reference: torch.Tensor, *, cell: int, ratio: float = 1.15,
+                radius: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale matching: for each ``cell`` x ``cell`` cell of ``images`` [B, 3, m, m], how much
+    ``reference`` (camera-compensated: ``camera_shift`` within ``radius`` half-res pixels)
+    must be magnified about the cell's centre to match it. Each of the scales ``ratio``^-1, 1
+    and ``ratio`` is matched with shifts of up to 1 pixel (a scale about the object's own centre
+    is a scale about the cell's plus a small shift), and a parabola through the three costs
+    gives the log scale (within one step of ``ratio`` either way). Returns
+    (log scale [B, 1, g, g]: > 0 where the content grew; evidence [B, 1, g, g] in [0, 1]: how
+    much better the best scale matches than scale 1). Not differentiable, and needs none."""
+    camera = camera_shift(images, reference, cell=cell, radius=radius)
+    n, _, h, w = images.shape
+    pos = torch.arange(h, dtype=images.dtype, device=images.device)
+    centre = (torch.div(pos, cell, rounding_mode="floor") + 0.5) * cell - 0.5  # each pixel's cell centre
+    costs = []
+    for step in (-1, 0, 1):
+        source = centre + (pos - centre) / ratio**step  # where each pixel's content was, before the scale
+        gy = ((source[None] - camera[:, :1] + 0.5) / h * 2 - 1)[:, :, None].expand(n, h, w)
+        gx = ((source[None] - camera[:, 1:] + 0.5) / w * 2 - 1)[:, None, :].expand(n, h, w)
+        warped = F.pad(F.grid_sample(reference, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
+                                     align_corners=False), (1,) * 4, mode="replicate")
+        best = None
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                cost = F.avg_pool2d((images - warped[..., 1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w]).square().sum(1, keepdim=True), cell)
+                best = cost if best is None else torch.minimum(best, cost)
+        costs.append(best)
+    minus, at_one, plus = costs
+    logscale = _parabola(minus, at_one, plus) * math.log(ratio)
+    lowest = torch.minimum(torch.minimum(minus, at_one), plus)
+    evidence = (at_one - lowest) / (at_one + 1e-6)
+    return logscale, evidence
+
+
 def causal_mask(frames: int, rows_per_frame: int, keys_per_frame: int, device=None) -> torch.Tensor:
     """bool [frames * rows_per_frame, frames * keys_per_frame], True where a query row of frame
     t would attend to a key of a frame after t (block-causal over frames)."""
@@ -127,6 +214,9 @@ class MaskPriorGenerator(nn.Module):
         stride-8 features (``sam_channels`` of them) in ``sam_block`` x ``sam_block`` blocks,
         one per BEiT-3 patch (``sam_patches``, added to the frame's patches;
         ``MPGConfig.sam_stem``; not in the paper).
+      block_scale: frames back (0: none) of the reference frame of ``scale_motion``: each
+        patch's growth against the camera by scale matching, through a small MLP added to the
+        frame's patches (``MPGConfig.block_scale``; not in the paper).
     """
 
     def __init__(
@@ -151,6 +241,7 @@ class MaskPriorGenerator(nn.Module):
         sam_stem: int = 0,
         sam_channels: int = 0,
         sam_block: int = 1,
+        block_scale: int = 0,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -184,6 +275,12 @@ class MaskPriorGenerator(nn.Module):
             self.flow_proj = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, embed_dim))
             nn.init.zeros_(self.flow_proj[2].weight)
             nn.init.zeros_(self.flow_proj[2].bias)
+        self.block_scale = block_scale
+        self.scale_proj = None
+        if block_scale:  # (log scale per frame, evidence) per patch -> D; the last layer starts at zero
+            self.scale_proj = nn.Sequential(nn.Linear(2, 64), nn.GELU(), nn.Linear(64, embed_dim))
+            nn.init.zeros_(self.scale_proj[2].weight)
+            nn.init.zeros_(self.scale_proj[2].bias)
         self.sam_block = sam_block
         self.sam_stem = None
         if sam_stem:  # each patch's block of SAM 2 stride-8 features, position by position -> D; the last layer starts at zero
@@ -231,6 +328,27 @@ class MaskPriorGenerator(nn.Module):
             velocity = moved / gaps.clamp(min=1).to(moved.dtype)[:, None, None, None]
             feats = torch.cat([velocity / 4.0, evidence], dim=1).flatten(2).transpose(1, 2)  # [B, N, 3]
         out = self.flow_proj(feats.to(self.flow_proj[0].weight.dtype))
+        return out * (gaps > 0)[:, None, None].to(out.dtype)
+
+    def scale_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_scale``: [B, N, D] growth features of frames ``images`` [B, 3, m, m] (BEiT-3
+        inputs) against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the log
+        of its content's magnification per frame (``block_scale``, x 40: an object that grows by
+        1.75 over 24 frames reads about 1) and the matching evidence, through ``scale_proj``.
+        Rows with gap 0 get zeros."""
+        if self.scale_proj is None:
+            raise ValueError("this MPG has no block scale (mpg.block_scale)")
+        if images.shape != reference.shape:
+            raise ValueError(f"frames {tuple(images.shape)} and reference frames {tuple(reference.shape)} differ in shape")
+        if images.shape[-1] % self.motion_patch or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"block scale needs square frames that the patch size {self.motion_patch} divides, "
+                             f"got {tuple(images.shape[-2:])}")
+        gaps = gaps.to(images.device)
+        with torch.no_grad():
+            logscale, evidence = block_scale(images.float(), reference.float(), cell=self.motion_patch)
+            rate = logscale / gaps.clamp(min=1).to(logscale.dtype)[:, None, None, None]
+            feats = torch.cat([rate * 40.0, evidence], dim=1).flatten(2).transpose(1, 2)  # [B, N, 2]
+        out = self.scale_proj(feats.to(self.scale_proj[0].weight.dtype))
         return out * (gaps > 0)[:, None, None].to(out.dtype)
 
     def pixel_motion(self, images: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,9 @@ class MPGSAM2(nn.Module):
 
     def encode_multimodal(self, images: torch.Tensor, text_ids: torch.Tensor, text_padding: torch.Tensor,
                           previous: torch.Tensor | None = None, *, reference: torch.Tensor | None = None,
-                          gaps: torch.Tensor | None = None, image_features: ImageFeatures | None = None) -> MultimodalFeatures:
+                          gaps: torch.Tensor | None = None, image_features: ImageFeatures | None = None,
+                          scale_reference: torch.Tensor | None = None,
+                          scale_gaps: torch.Tensor | None = None) -> MultimodalFeatures:
         """images [B, 3, m, m], text_ids/text_padding [B, L] -> BEiT-3 [CLS], patches, text (Eq. 1).
 
         ``previous`` [B, 3, m, m]: each row's previous frame, for the MPG's motion stem
@@ -193,7 +195,9 @@ class MPGSAM2(nn.Module):
         are one frame repeated (``expand``: one frame, several commands) are matched once.
         ``image_features``: SAM 2's features of the same frames (B rows, or 1 for one frame
         under several commands), for the MPG's SAM 2 stem (``mpg.sam_stem``), whose output is
-        added to the patches. Ignored by a model without the stem."""
+        added to the patches. Ignored by a model without the stem.
+        ``scale_reference`` [B, 3, m, m] and ``scale_gaps`` [B]: as ``reference`` and ``gaps``,
+        for the MPG's block scale (``mpg.block_scale``)."""
         if not images.is_floating_point():
             raise TypeError(f"images must be a float tensor, got {images.dtype}")
         mm = self.multimodal_encoder(images, text_ids, text_padding)
@@ -208,6 +212,15 @@ class MPGSAM2(nn.Module):
             else:
                 flow = self.mask_prior.block_motion(images, reference, gaps)
             mm.patches = mm.patches + flow.to(mm.patches.dtype)
+        if scale_reference is not None and self.mask_prior.scale_proj is not None:
+            if scale_gaps is None:
+                raise ValueError("block scale needs the gap of each reference frame")
+            scale_gaps = torch.as_tensor(scale_gaps).reshape(-1).expand(len(images))
+            if len(images) > 1 and images.stride(0) == 0 and scale_reference.stride(0) == 0:
+                grown = self.mask_prior.scale_motion(images[:1], scale_reference[:1], scale_gaps[:1]).expand(len(images), -1, -1)
+            else:
+                grown = self.mask_prior.scale_motion(images, scale_reference, scale_gaps)
+            mm.patches = mm.patches + grown.to(mm.patches.dtype)
         if image_features is not None and self.mask_prior.sam_stem is not None:
             rows = image_features.batch_size
             if rows not in (1, len(images)):
