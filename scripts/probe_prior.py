@@ -8,7 +8,9 @@ distractor's. "Correct" when the target's mean is above every distractor's. Chan
 a pair and 1/3 for a triple of look-alikes. Frames where any of them covers under 20 pixels are
 left out. Prints JSON: per type, the fraction correct and the number of windows; and, for the
 appearance expressions, each look-alike on its own (chance 1/2), by what tells it from the
-named object (colour, shape, size, or several): which words the prior reads. ``--masks`` also
+named object (colour, shape, size, or several): which words the prior reads; and the motion
+windows by how the target moves (a growing, shrinking or still target differs from its
+look-alikes in size over time only). ``--masks`` also
 runs the streaming engine (window W, the model's own threshold) over each video and asks the same
 of its mask at the window's last frame (IoU with the target above the IoU with every
 look-alike), crossed with the prior's answer: whether the decoder follows the prior, or the
@@ -50,6 +52,7 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
     model, tokenizer = pipe.model.eval(), pipe.tokenizer
     tally: dict[str, list[int]] = {}
     pairs: dict[str, list[int]] = {}
+    moving: dict[str, list[int]] = {}  # motion windows by how the target moves
     follow: dict[str, np.ndarray] = {}  # per type: [prior right?, mask right?] counts
     with torch.no_grad():
         for i in range(videos):
@@ -83,6 +86,10 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
                     t = tally.setdefault(expr.type, [0, 0])
                     t[0] += int(right)
                     t[1] += 1
+                    if expr.type == "motion":
+                        t = moving.setdefault(objects[expr.target].motion, [0, 0])
+                        t[0] += int(right)
+                        t[1] += 1
                     if expr.type == "appearance":  # each look-alike on its own, by what tells it apart
                         for d, o in zip(expr.distractors, others):
                             t = pairs.setdefault(objects[expr.target].differences(objects[d]), [0, 0])
@@ -91,6 +98,7 @@ def probe(checkpoint: str | None, seed: int, videos: int, window: int, min_pixel
     result = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(tally.items())}
     result["appearance_pairs_by_difference"] = {k: {"correct": round(a / n, 3), "pairs": n}
                                                 for k, (a, n) in sorted(pairs.items())}
+    result["motion_by_target_motion"] = {k: {"correct": round(a / n, 3), "windows": n} for k, (a, n) in sorted(moving.items())}
     if masks:
         result["masks"] = {k: {"mask_right": round(int(t[:, 1].sum()) / int(t.sum()), 3),
                                "prior_right_mask_right": int(t[1, 1]), "prior_right_mask_wrong": int(t[1, 0]),

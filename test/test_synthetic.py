@@ -260,7 +260,8 @@ def test_bundled_tokenizer_keeps_every_benchmark_word_whole():
 def test_probe_prior_splits_appearance_pairs_by_what_differs():
     """scripts/probe_prior.py: every look-alike of every probed appearance window is counted once,
     under what tells it from the named object; the bundled model's prior reads colour; with
-    masks=True every window is also in one cell of the prior-by-mask table."""
+    masks=True every window is also in one cell of the prior-by-mask table; the motion windows
+    are split by how the target moves, each once."""
     import importlib.util
 
     from mpg_sam2_ros.training.synthetic import generate_video
@@ -270,6 +271,9 @@ def test_probe_prior_splits_appearance_pairs_by_what_differs():
     spec.loader.exec_module(probe)
     out = probe.probe(None, seed=4242, videos=3, window=1, masks=True)
     pairs = out.pop("appearance_pairs_by_difference")
+    moving = out.pop("motion_by_target_motion")  # the motion windows, split by how the target moves
+    assert sum(v["windows"] for v in moving.values()) == out["motion"]["windows"]
+    assert sum(round(v["correct"] * v["windows"]) for v in moving.values()) == round(out["motion"]["correct"] * out["motion"]["windows"])
     # --masks crosses the prior's answer with the streaming mask's, window by window
     for kind, cross in out.pop("masks").items():
         n = out[kind]["windows"]
