@@ -116,6 +116,18 @@ class FrameOutput:
         return self.heads.object_score_logits
 
 
+def _matched(match, name: str, images: torch.Tensor, reference: torch.Tensor, gaps) -> torch.Tensor:
+    """[B, N, D] ``match(images, reference, gaps)`` (the MPG's block flow or block scale), with
+    ``gaps`` broadcast to the rows; rows that are one frame repeated (``expand``: one frame,
+    several commands) are matched once."""
+    if gaps is None:
+        raise ValueError(f"{name} needs the gap of each reference frame")
+    gaps = torch.as_tensor(gaps).reshape(-1).expand(len(images))
+    if len(images) > 1 and images.stride(0) == 0 and reference.stride(0) == 0:
+        return match(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1)
+    return match(images, reference, gaps)
+
+
 class MPGSAM2(nn.Module):
     """MPG-SAM 2 built from parts (see ``build.build_model``).
 
@@ -204,22 +216,9 @@ class MPGSAM2(nn.Module):
         if previous is not None and self.mask_prior.motion_stem is not None:
             mm.patches = mm.patches + self.mask_prior.pixel_motion(images, previous).to(mm.patches.dtype)
         if reference is not None and self.mask_prior.flow_proj is not None:
-            if gaps is None:
-                raise ValueError("block flow needs the gap of each reference frame")
-            gaps = torch.as_tensor(gaps).reshape(-1).expand(len(images))
-            if len(images) > 1 and images.stride(0) == 0 and reference.stride(0) == 0:
-                flow = self.mask_prior.block_motion(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1)
-            else:
-                flow = self.mask_prior.block_motion(images, reference, gaps)
-            mm.patches = mm.patches + flow.to(mm.patches.dtype)
+            mm.patches = mm.patches + _matched(self.mask_prior.block_motion, "block flow", images, reference, gaps).to(mm.patches.dtype)
         if scale_reference is not None and self.mask_prior.scale_proj is not None:
-            if scale_gaps is None:
-                raise ValueError("block scale needs the gap of each reference frame")
-            scale_gaps = torch.as_tensor(scale_gaps).reshape(-1).expand(len(images))
-            if len(images) > 1 and images.stride(0) == 0 and scale_reference.stride(0) == 0:
-                grown = self.mask_prior.scale_motion(images[:1], scale_reference[:1], scale_gaps[:1]).expand(len(images), -1, -1)
-            else:
-                grown = self.mask_prior.scale_motion(images, scale_reference, scale_gaps)
+            grown = _matched(self.mask_prior.scale_motion, "block scale", images, scale_reference, scale_gaps)
             mm.patches = mm.patches + grown.to(mm.patches.dtype)
         if image_features is not None and self.mask_prior.sam_stem is not None:
             rows = image_features.batch_size
