@@ -53,18 +53,22 @@ def test_incremental_mpg_row_equals_full_window(small_model, tokenizer):
     torch.testing.assert_close(state.window[-1].contextual, full[0, -1], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("flow,stem,scale", [(False, False, False), (True, False, False), (False, True, False), (False, False, True)],
-                         ids=["paper", "block_flow", "sam_stem", "block_scale"])
-def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer, flow, stem, scale):
+@pytest.mark.parametrize("flow,stem,scale,readout", [(False, False, False, False), (True, False, False, False),
+                                                     (False, True, False, False), (False, False, True, False),
+                                                     (True, False, True, True)],
+                         ids=["paper", "block_flow", "sam_stem", "block_scale", "motion_readout"])
+def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer, flow, stem, scale, readout):
     """With the window-level parts off (no S_si, S_ci, PGF, OGF) the global context does not
     matter, so streaming must reproduce the offline runner exactly (memory, prompts, decode);
     with ``mpg.block_flow`` too, when the window holds the frames it reaches back to; with
     ``mpg.sam_stem``, whose SAM 2 features the engine shares with the decoder and the offline
-    runner computes in a pass of its own; with ``mpg.block_scale``, like the flow."""
+    runner computes in a pass of its own; with ``mpg.block_scale``, like the flow; with
+    ``mpg.motion_readout``, whose cues the engine caches per frame."""
     cfg = small_cfg.with_overrides([
         "mpg.spatiotemporal_self_attention=false", "mpg.cross_modal_interaction=false",
         "hga.pixel_global=false", "hga.object_global=false",
-    ] + (["mpg.block_flow=3"] if flow else []) + (["mpg.sam_stem=16"] if stem else []) + (["mpg.block_scale=3"] if scale else []))
+    ] + (["mpg.block_flow=3"] if flow else []) + (["mpg.sam_stem=16"] if stem else []) + (["mpg.block_scale=3"] if scale else [])
+       + (["mpg.motion_readout=true"] if readout else []))
     torch.manual_seed(0)
     model = build_model(cfg)
     head = model.sam2.sam_mask_decoder.pred_obj_score_head
@@ -75,6 +79,8 @@ def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer, 
         torch.nn.init.normal_(model.mask_prior.sam_stem[2].weight, std=0.5)
     if scale:
         torch.nn.init.normal_(model.mask_prior.scale_proj[2].weight, std=0.5)
+    if readout:
+        torch.nn.init.normal_(model.mask_prior.motion_head.weight, std=2.0)
     clip = frames(10)
     offline = OfflineRunner(model, tokenizer).run(clip, ["the cup"])
     engine = StreamingEngine(model, tokenizer, EngineConfig(window=4 if flow or scale else 3))
@@ -88,6 +94,9 @@ def test_engine_matches_offline_when_context_is_per_frame(small_cfg, tokenizer, 
     if stem:  # and the stem did change the masks
         torch.nn.init.zeros_(model.mask_prior.sam_stem[2].weight)
         torch.nn.init.zeros_(model.mask_prior.sam_stem[2].bias)
+        assert not np.array_equal(OfflineRunner(model, tokenizer).run(clip, ["the cup"]).masks[0], offline.masks[0])
+    if readout:  # and the readout did change the masks
+        torch.nn.init.zeros_(model.mask_prior.motion_head.weight)
         assert not np.array_equal(OfflineRunner(model, tokenizer).run(clip, ["the cup"]).masks[0], offline.masks[0])
     if scale:  # and the scale did change the masks
         torch.nn.init.zeros_(model.mask_prior.scale_proj[2].weight)

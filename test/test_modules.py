@@ -542,6 +542,53 @@ def test_block_scale_adds_each_patchs_growth_and_is_silent_without_a_reference()
         load_model_config("cpu_small", ["mpg.block_scale=-1"]).validate()
 
 
+def test_motion_readout_adds_slopes_from_cls_times_each_cells_motion_cues_to_the_prior_logit():
+    """``mpg.motion_readout``: M_p's logit (Eq. 3) gets ``sum_k a_k c_k`` per cell, with a =
+    ``motion_head``(V'_cls) and c the cell's raw cues (vy, vx, |vy|, |vx|, flow evidence, growth,
+    |growth|, scale evidence); zero at start; frames given without references get no motion
+    term; a scale-less call fills the scale cues with zeros; the config needs the block flow."""
+    from mpg_sam2_ros.core.config import ConfigError, load_model_config
+    from mpg_sam2_ros.core.modeling.mask_prior import flow_reference, scale_reference
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config("cpu_small", ["mpg.block_flow=3", "mpg.block_scale=4",
+                                                        "mpg.motion_readout=true"])).eval()
+    mpg, m = model.mask_prior, model.config.beit3.img_size
+    clip = torch.randn(1, 5, 3, m, m)
+    ids, pad = model_tokens(model)
+    ids, pad = ids[:1].expand(5, -1), pad[:1].expand(5, -1)
+    refs = flow_reference(3, clip) | scale_reference(4, clip)
+
+    def prior(**kw):
+        mm = model.encode_multimodal(clip[0], ids, pad, **kw)
+        return mm, model.global_context(mm, batch=1).prior
+
+    with torch.no_grad():
+        mm, before = prior(**refs)
+        assert mm.motion.shape == (5, mpg.cell_coords(model.config.beit3.grid_size, clip).shape[0], 8)
+        flow = mpg.flow_cues(clip[0], refs["reference"], refs["gaps"])
+        scale = mpg.scale_cues(clip[0], refs["scale_reference"], refs["scale_gaps"])
+        torch.testing.assert_close(mm.motion, torch.cat([flow[..., :2], flow[..., :2].abs(), flow[..., 2:],
+                                                         scale[..., :1], scale[..., :1].abs(), scale[..., 1:]], -1))
+        assert mm.motion[0].abs().max() == 0 and mm.motion[3].abs().max() > 0  # frame 0 has nothing behind it
+        torch.nn.init.normal_(mpg.motion_head.weight, std=0.5)
+        torch.nn.init.normal_(mpg.motion_head.bias, std=0.5)
+        _, after = prior(**refs)
+        patches = mm.patches.reshape(1, 5, *mm.patches.shape[1:])
+        contextual = mpg.contextualise(patches)
+        cls_ctx = mpg.class_tokens(mm.cls.reshape(1, 5, -1), contextual)
+        slopes = mpg.motion_head(cls_ctx)  # [1, 5, 8]
+        added = (mm.motion * slopes[0][:, None]).sum(-1).reshape(after.shape)
+        torch.testing.assert_close(torch.logit(after), torch.logit(before) + added, rtol=1e-4, atol=1e-4)
+        _, plain = prior()  # no references: no cues, no motion term
+        torch.testing.assert_close(plain, before)
+        no_scale = model.encode_multimodal(clip[0], ids, pad, reference=refs["reference"], gaps=refs["gaps"]).motion
+        assert no_scale[..., 5:].abs().max() == 0
+        torch.testing.assert_close(no_scale[..., :5], mm.motion[..., :5])
+    with pytest.raises(ConfigError, match="motion_readout"):
+        load_model_config("cpu_small", ["mpg.motion_readout=true"]).validate()
+
+
 def test_sam_stem_reads_each_patchs_block_of_sam2_stride8_features_position_by_position():
     """``mpg.sam_stem``: ``encode_multimodal`` adds, per BEiT-3 patch, the stem of the k x k
     block of SAM 2's stride-8 level under it (k = 32 / 8 = 4 in cpu_small), zero at start; a

@@ -28,8 +28,10 @@ def _clip(t=5, h=72, w=96, seed=0):
 @pytest.mark.parametrize("overrides", [[], ["mpg.relative_time=true"], ["mpg.relative_time=true", "mpg.frame_difference=true"],
                                        ["mpg.relative_time=true", "mpg.motion_stem=8"], ["mpg.relative_time=true", "mpg.block_flow=3"],
                                        ["mpg.relative_time=true", "mpg.block_flow=3", "mpg.sam_stem=16"],
-                                       ["mpg.relative_time=true", "mpg.block_flow=3", "mpg.block_scale=4"]],
-                         ids=["paper", "relative_time", "frame_difference", "motion_stem", "block_flow", "sam_stem", "block_scale"])
+                                       ["mpg.relative_time=true", "mpg.block_flow=3", "mpg.block_scale=4"],
+                                       ["mpg.relative_time=true", "mpg.block_flow=3", "mpg.block_scale=4", "mpg.motion_readout=true"]],
+                         ids=["paper", "relative_time", "frame_difference", "motion_stem", "block_flow", "sam_stem", "block_scale",
+                              "motion_readout"])
 def test_engine_equals_causal_training_forward(small_model, tokenizer, overrides):
     if overrides:  # Eq. 2 with frame offsets on its keys / with each frame's change (not in the paper)
         torch.manual_seed(0)
@@ -45,6 +47,8 @@ def test_engine_equals_causal_training_forward(small_model, tokenizer, overrides
                 torch.nn.init.normal_(model.mask_prior.sam_stem[2].weight, std=0.5)
             if model.mask_prior.scale_proj is not None:
                 torch.nn.init.normal_(model.mask_prior.scale_proj[2].weight, std=0.5)
+            if model.mask_prior.motion_head is not None:
+                torch.nn.init.normal_(model.mask_prior.motion_head.weight, std=0.5)
     else:
         model = copy.deepcopy(small_model).eval()
     with torch.no_grad():  # random weights say "absent" (masks all -1024): make the object present

@@ -163,6 +163,15 @@ class MPGConfig:
         ``block_flow`` cannot tell them apart; their outlines change by about 2 px over 6
         frames, which this reads (docs/training_experiments.md, "Scale"). Not in the paper; no
         gradient flows into the matching. The last layer starts at zero.
+      motion_readout: add ``sum_k a_k * c_k`` to M_p's logit (Eq. 3) at each cell, with the
+        cell's raw motion cues c (from ``block_flow``: velocity (vy, vx), its magnitudes |vy|,
+        |vx| and the matching evidence; from ``block_scale`` when on: growth rate, its
+        magnitude and evidence) and the slopes a a Linear of V'_cls, as ``coord_prior`` does
+        for positions: a direct path from "growing" / "moving left" / "bouncing" to the
+        cells that do it. Through Eq. 2 alone, a cue added to the patches reached the prior
+        only as a product with [CLS] features, and motion twins stayed near chance
+        (docs/training_experiments.md, "Motion readout"). Needs ``block_flow``. Not in the
+        paper. Starts at zero.
     """
 
     enabled: bool = True
@@ -180,6 +189,7 @@ class MPGConfig:
     block_flow_radius: int = 6
     sam_stem: int = 0
     block_scale: int = 0
+    motion_readout: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,9 @@ class ModelConfig:
         for key in ("motion_stem", "block_flow", "sam_stem", "block_scale"):
             if getattr(self.mpg, key) < 0:
                 raise ConfigError(f"mpg.{key} must be 0 (off) or positive, got {getattr(self.mpg, key)}")
+        if self.mpg.motion_readout and not (self.mpg.block_flow and self.mpg.enabled):
+            raise ConfigError("mpg.motion_readout reads the block flow's cues into the prior: it needs mpg.block_flow > 0 "
+                              "and mpg.enabled")
         if not 0.5 <= self.presence_threshold < 1.0:
             raise ConfigError(f"presence_threshold must be in [0.5, 1), got {self.presence_threshold}")
         h = self.hga

@@ -141,6 +141,7 @@ class _FrameCache:
     prior: torch.Tensor | None = None         # [1, g, g]
     sparse: torch.Tensor | None = None        # [1, C] projected [CLS] sparse prompt
     text_proj: torch.Tensor | None = None     # [L, C] projected text tokens (V_u half)
+    motion: torch.Tensor | None = None        # [N, K] raw motion cues (the MPG's motion readout)
 
 
 @dataclass
@@ -294,7 +295,8 @@ class StreamingEngine:
             text_proj = model.aggregator.text_proj(mm.text)
         for k, state in enumerate(states):
             length = state.tokens.length
-            item = _FrameCache(mm.patches[k], mm.cls[k], mm.text[k, :length], mm.text_padding[k, :length])
+            item = _FrameCache(mm.patches[k], mm.cls[k], mm.text[k, :length], mm.text_padding[k, :length],
+                               motion=None if mm.motion is None else mm.motion[k])
             if incremental:
                 item.sparse = None if sparse is None else sparse[k : k + 1]
                 item.text_proj = None if text_proj is None else text_proj[k, :length]
@@ -310,7 +312,7 @@ class StreamingEngine:
         contextual = mpg.contextualise(new, context)
         window_rows = torch.stack([c.contextual for c in past] + [contextual[0, 0]])[None]
         cls_ctx = mpg.class_tokens(item.cls[None, None], window_rows)
-        prior, global_feature = mpg.project(new, contextual, cls_ctx)
+        prior, global_feature = mpg.project(new, contextual, cls_ctx, None if item.motion is None else item.motion[None, None])
         item.contextual = contextual[0, 0]
         item.global_feature = global_feature[0, 0]
         item.prior = None if prior is None else prior[0, 0]
@@ -335,6 +337,7 @@ class StreamingEngine:
             patches=torch.stack([c.patches for c in items]),
             text=torch.stack([c.text for c in items]),
             text_padding=torch.stack([c.text_padding for c in items]),
+            motion=None if items[-1].motion is None else torch.stack([c.motion for c in items]),
         )
         return model.global_context(mm, batch=1), upto
 
@@ -419,7 +422,7 @@ class StreamingEngine:
             total += s.memory.nbytes()
             for c in s.window:
                 for t in (c.patches, c.cls, c.text, c.text_padding, c.contextual, c.global_feature, c.prior,
-                          c.sparse, c.text_proj):
+                          c.sparse, c.text_proj, c.motion):
                     if t is not None:
                         total += t.numel() * t.element_size()
         for p in self._pending:

@@ -77,6 +77,7 @@ def build_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", init_we
             block_flow=m.block_flow,
             block_flow_radius=m.block_flow_radius,
             block_scale=m.block_scale,
+            motion_readout=m.motion_readout,
             **_sam_stem_sizes(sam, cfg),
         )
         # [CLS] -> MLP (D -> D -> C) sparse prompt, Sec. 3.5

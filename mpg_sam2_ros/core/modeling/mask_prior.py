@@ -217,6 +217,9 @@ class MaskPriorGenerator(nn.Module):
       block_scale: frames back (0: none) of the reference frame of ``scale_motion``: each
         patch's growth against the camera by scale matching, through a small MLP added to the
         frame's patches (``MPGConfig.block_scale``; not in the paper).
+      motion_readout: M_p's logit gets a term linear in each cell's raw motion cues
+        (``readout_cues``), with slopes read from V'_cls, as ``coord_prior`` does for the
+        cell's position (``MPGConfig.motion_readout``; not in the paper).
     """
 
     def __init__(
@@ -242,6 +245,7 @@ class MaskPriorGenerator(nn.Module):
         sam_channels: int = 0,
         sam_block: int = 1,
         block_scale: int = 0,
+        motion_readout: bool = False,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -281,6 +285,13 @@ class MaskPriorGenerator(nn.Module):
             self.scale_proj = nn.Sequential(nn.Linear(2, 64), nn.GELU(), nn.Linear(64, embed_dim))
             nn.init.zeros_(self.scale_proj[2].weight)
             nn.init.zeros_(self.scale_proj[2].bias)
+        self.motion_head = None
+        if motion_readout:  # V'_cls -> one slope per raw motion cue (readout_cues); starts at zero
+            if not (block_flow and produce_prior):
+                raise ValueError("the motion readout needs the block flow and the prior")
+            self.motion_head = nn.Linear(embed_dim, self.readout_size)
+            nn.init.zeros_(self.motion_head.weight)
+            nn.init.zeros_(self.motion_head.bias)
         self.sam_block = sam_block
         self.sam_stem = None
         if sam_stem:  # each patch's block of SAM 2 stride-8 features, position by position -> D; the last layer starts at zero
@@ -307,14 +318,14 @@ class MaskPriorGenerator(nn.Module):
             level = F.interpolate(level, size=(side, side), mode="bilinear", align_corners=False)
         return self.sam_stem(level.to(self.sam_stem[0].weight.dtype)).flatten(2).transpose(1, 2)
 
-    def block_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-        """``block_flow``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3
-        inputs) against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the
-        velocity of its content against the camera's in pixels per frame (``block_flow``:
-        matched over several frames, the displacement of a moving object outgrows the camera's
-        per-frame shake, which one frame pair mostly measures) and the matching evidence,
-        through ``flow_proj``. Rows with gap 0 (nothing known before them) get zeros."""
-        if self.flow_proj is None:
+    def flow_cues(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_flow``'s raw cues [B, N, 3] of frames ``images`` [B, 3, m, m] (BEiT-3 inputs)
+        against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the velocity
+        (vy, vx) of its content against the camera's in pixels per frame, / 4 (matched over
+        several frames, the displacement of a moving object outgrows the camera's per-frame
+        shake, which one frame pair mostly measures), and the matching evidence. Rows with gap
+        0 (nothing known before them) are zero. No gradient."""
+        if not self.block_flow:
             raise ValueError("this MPG has no block flow (mpg.block_flow)")
         if images.shape != reference.shape:
             raise ValueError(f"frames {tuple(images.shape)} and reference frames {tuple(reference.shape)} differ in shape")
@@ -327,16 +338,15 @@ class MaskPriorGenerator(nn.Module):
                                          radius=self.block_flow_radius)
             velocity = moved / gaps.clamp(min=1).to(moved.dtype)[:, None, None, None]
             feats = torch.cat([velocity / 4.0, evidence], dim=1).flatten(2).transpose(1, 2)  # [B, N, 3]
-        out = self.flow_proj(feats.to(self.flow_proj[0].weight.dtype))
-        return out * (gaps > 0)[:, None, None].to(out.dtype)
+        return feats * (gaps > 0)[:, None, None].to(feats.dtype)
 
-    def scale_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-        """``block_scale``: [B, N, D] growth features of frames ``images`` [B, 3, m, m] (BEiT-3
-        inputs) against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the log
-        of its content's magnification per frame (``block_scale``, x 40: an object that grows by
-        1.75 over 24 frames reads about 1) and the matching evidence, through ``scale_proj``.
-        Rows with gap 0 get zeros."""
-        if self.scale_proj is None:
+    def scale_cues(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_scale``'s raw cues [B, N, 2] of frames ``images`` [B, 3, m, m] (BEiT-3 inputs)
+        against ``reference`` frames ``gaps`` [B] frames back: per BEiT-3 patch the log of its
+        content's magnification per frame (``block_scale``, x 40: an object that grows by 1.75
+        over 24 frames reads about 1) and the matching evidence. Rows with gap 0 are zero. No
+        gradient."""
+        if not self.block_scale:
             raise ValueError("this MPG has no block scale (mpg.block_scale)")
         if images.shape != reference.shape:
             raise ValueError(f"frames {tuple(images.shape)} and reference frames {tuple(reference.shape)} differ in shape")
@@ -348,8 +358,46 @@ class MaskPriorGenerator(nn.Module):
             logscale, evidence = block_scale(images.float(), reference.float(), cell=self.motion_patch)
             rate = logscale / gaps.clamp(min=1).to(logscale.dtype)[:, None, None, None]
             feats = torch.cat([rate * 40.0, evidence], dim=1).flatten(2).transpose(1, 2)  # [B, N, 2]
-        out = self.scale_proj(feats.to(self.scale_proj[0].weight.dtype))
-        return out * (gaps > 0)[:, None, None].to(out.dtype)
+        return feats * (gaps > 0)[:, None, None].to(feats.dtype)
+
+    @staticmethod
+    def cue_features(proj: nn.Module | None, cues: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] raw cues [B, N, k] through ``proj`` (``flow_proj`` or ``scale_proj``);
+        rows with gap 0 get zeros (the MLP's biases would make them nonzero)."""
+        if proj is None:
+            raise ValueError("this MPG has no projection for these cues")
+        out = proj(cues.to(proj[0].weight.dtype))
+        return out * (gaps.to(out.device) > 0)[:, None, None].to(out.dtype)
+
+    def block_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_flow``: [B, N, D] motion features (``flow_cues`` through ``flow_proj``)."""
+        if self.flow_proj is None:
+            raise ValueError("this MPG has no block flow (mpg.block_flow)")
+        return self.cue_features(self.flow_proj, self.flow_cues(images, reference, gaps), gaps)
+
+    def scale_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """``block_scale``: [B, N, D] growth features (``scale_cues`` through ``scale_proj``)."""
+        if self.scale_proj is None:
+            raise ValueError("this MPG has no block scale (mpg.block_scale)")
+        return self.cue_features(self.scale_proj, self.scale_cues(images, reference, gaps), gaps)
+
+    @property
+    def readout_size(self) -> int:
+        """K, the motion readout's cues per patch: 5 from the block flow, 3 more from the block scale."""
+        return 5 + (3 if self.block_scale else 0)
+
+    def readout_cues(self, flow: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, K] the motion readout's cues from ``flow_cues`` (vy, vx, evidence) and
+        ``scale_cues`` (rate, evidence): (vy, vx, |vy|, |vx|, evidence) and, with a block
+        scale, (rate, |rate|, evidence), zeros where ``scale`` is None. The magnitudes let a
+        slope per cue say "moving, either way" (bouncing) and "not moving" (standing still),
+        which signed velocities summed with slopes cannot."""
+        parts = [flow[..., :2], flow[..., :2].abs(), flow[..., 2:3]]
+        if self.block_scale:
+            if scale is None:
+                scale = flow.new_zeros(*flow.shape[:-1], 2)
+            parts += [scale[..., :1], scale[..., :1].abs(), scale[..., 1:2]]
+        return torch.cat(parts, dim=-1)
 
     def pixel_motion(self, images: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """``motion_stem``: [B, N, D] motion features of frames ``images`` [B, 3, m, m] (BEiT-3
@@ -453,10 +501,11 @@ class MaskPriorGenerator(nn.Module):
         return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
 
     def project(
-        self, patches: torch.Tensor, contextual: torch.Tensor, cls_ctx: torch.Tensor
+        self, patches: torch.Tensor, contextual: torch.Tensor, cls_ctx: torch.Tensor, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Eq. 3 for frames [B, T, N, D] -> (prior [B, T, 1, g, g] | None, V_g [B, T, N, C]
-        without temporal encoding)."""
+        without temporal encoding). ``motion`` [B, T, N, K]: the frames' ``readout_cues`` for
+        the motion readout (None: no motion term, as for frames given without references)."""
         product = contextual * self.cls_proj(cls_ctx).unsqueeze(2)
         prior = None
         if self.mask_head is not None:
@@ -465,12 +514,18 @@ class MaskPriorGenerator(nn.Module):
             logits = self.mask_head(product)
             if self.coord_head is not None:
                 logits = logits + (self.coord_head(cls_ctx) @ self.cell_coords(g, product).T).unsqueeze(-1)
+            if self.motion_head is not None and motion is not None:
+                if motion.shape != (b, t, n, self.readout_size):
+                    raise ValueError(f"motion cues {tuple(motion.shape)} for {b} x {t} frames of {n} patches, "
+                                     f"expected {self.readout_size} per patch")
+                logits = logits + (motion.to(logits.dtype) * self.motion_head(cls_ctx).unsqueeze(2)).sum(-1, keepdim=True)
             prior = torch.sigmoid(logits).reshape(b, t, 1, g, g)
         source = product if self.global_feature_kind == "masked" else patches
         return prior, self.global_proj(source)
 
     def forward(
-        self, patches: torch.Tensor, cls: torch.Tensor, positions: torch.Tensor | None = None, *, causal: bool = False
+        self, patches: torch.Tensor, cls: torch.Tensor, positions: torch.Tensor | None = None, *, causal: bool = False,
+        motion: torch.Tensor | None = None,
     ) -> MaskPriorOutput:
         """
         patches:   [B, T, N_v, D] BEiT-3 patch embeddings of T frames
@@ -478,12 +533,13 @@ class MaskPriorGenerator(nn.Module):
         positions: [T] frame positions for the temporal encoding (default 0..T-1)
         causal:    frame t sees frames 0..t only in both attentions of Eq. 2 (what the
                    streaming engine computes; the paper's offline model is bidirectional)
+        motion:    [B, T, N_v, K] the frames' ``readout_cues`` for the motion readout, or None
         """
         if patches.dim() != 4 or cls.dim() != 3 or patches.shape[:2] != cls.shape[:2]:
             raise ValueError(f"expected patches [B,T,N,D] and cls [B,T,D], got {tuple(patches.shape)}, {tuple(cls.shape)}")
         contextual = self.contextualise(patches, causal=causal)
         cls_ctx = self.class_tokens(cls, contextual, causal=causal)
-        prior, global_feature = self.project(patches, contextual, cls_ctx)
+        prior, global_feature = self.project(patches, contextual, cls_ctx, motion)
         if positions is None:
             positions = torch.arange(patches.shape[1], device=patches.device)
         global_feature = global_feature + self.temporal_encoding(positions)[None, :, None, :].to(global_feature.dtype)

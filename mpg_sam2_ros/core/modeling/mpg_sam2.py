@@ -116,13 +116,18 @@ class FrameOutput:
         return self.heads.object_score_logits
 
 
+def _row_gaps(gaps, rows: int) -> torch.Tensor:
+    """[rows] ``gaps`` (one, or one per row) broadcast to the rows."""
+    return torch.as_tensor(gaps).reshape(-1).expand(rows)
+
+
 def _matched(match, name: str, images: torch.Tensor, reference: torch.Tensor, gaps) -> torch.Tensor:
-    """[B, N, D] ``match(images, reference, gaps)`` (the MPG's block flow or block scale), with
-    ``gaps`` broadcast to the rows; rows that are one frame repeated (``expand``: one frame,
-    several commands) are matched once."""
+    """[B, N, k] ``match(images, reference, gaps)`` (the MPG's block flow or block scale cues),
+    with ``gaps`` broadcast to the rows; rows that are one frame repeated (``expand``: one
+    frame, several commands) are matched once."""
     if gaps is None:
         raise ValueError(f"{name} needs the gap of each reference frame")
-    gaps = torch.as_tensor(gaps).reshape(-1).expand(len(images))
+    gaps = _row_gaps(gaps, len(images))
     if len(images) > 1 and images.stride(0) == 0 and reference.stride(0) == 0:
         return match(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1)
     return match(images, reference, gaps)
@@ -215,11 +220,16 @@ class MPGSAM2(nn.Module):
         mm = self.multimodal_encoder(images, text_ids, text_padding)
         if previous is not None and self.mask_prior.motion_stem is not None:
             mm.patches = mm.patches + self.mask_prior.pixel_motion(images, previous).to(mm.patches.dtype)
-        if reference is not None and self.mask_prior.flow_proj is not None:
-            mm.patches = mm.patches + _matched(self.mask_prior.block_motion, "block flow", images, reference, gaps).to(mm.patches.dtype)
-        if scale_reference is not None and self.mask_prior.scale_proj is not None:
-            grown = _matched(self.mask_prior.scale_motion, "block scale", images, scale_reference, scale_gaps)
-            mm.patches = mm.patches + grown.to(mm.patches.dtype)
+        mpg = self.mask_prior
+        flow = scale = None
+        if reference is not None and mpg.flow_proj is not None:
+            flow = _matched(mpg.flow_cues, "block flow", images, reference, gaps)
+            mm.patches = mm.patches + mpg.cue_features(mpg.flow_proj, flow, _row_gaps(gaps, len(images))).to(mm.patches.dtype)
+        if scale_reference is not None and mpg.scale_proj is not None:
+            scale = _matched(mpg.scale_cues, "block scale", images, scale_reference, scale_gaps)
+            mm.patches = mm.patches + mpg.cue_features(mpg.scale_proj, scale, _row_gaps(scale_gaps, len(images))).to(mm.patches.dtype)
+        if flow is not None and mpg.motion_head is not None:
+            mm.motion = mpg.readout_cues(flow, scale)
         if image_features is not None and self.mask_prior.sam_stem is not None:
             rows = image_features.batch_size
             if rows not in (1, len(images)):
@@ -245,7 +255,8 @@ class MPGSAM2(nn.Module):
         t = n // batch
         patches = mm.patches.reshape(batch, t, *mm.patches.shape[1:])
         cls = mm.cls.reshape(batch, t, -1)
-        mp = self.mask_prior(patches, cls, positions, causal=causal)
+        motion = None if mm.motion is None else mm.motion.reshape(batch, t, *mm.motion.shape[1:])
+        mp = self.mask_prior(patches, cls, positions, causal=causal, motion=motion)
         sparse = None
         if self.sparse_prompt is not None:
             sparse = self.sparse_prompt(cls).unsqueeze(2)

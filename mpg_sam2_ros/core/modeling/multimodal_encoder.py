@@ -18,26 +18,34 @@ class MultimodalFeatures:
     patches: [B, N_v, D]  video patch embeddings V (N_v = grid x grid)
     text:    [B, L, D]    text embeddings T
     text_padding: [B, L]  True where the token is padding
+    motion:  [B, N_v, K]  raw motion cues per patch for the MPG's motion readout
+             (``MaskPriorGenerator.readout_cues``), or None
     """
 
     cls: torch.Tensor
     patches: torch.Tensor
     text: torch.Tensor
     text_padding: torch.Tensor
+    motion: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.cls.shape[0]
 
     def index(self, idx) -> "MultimodalFeatures":
-        return MultimodalFeatures(self.cls[idx], self.patches[idx], self.text[idx], self.text_padding[idx])
+        return MultimodalFeatures(self.cls[idx], self.patches[idx], self.text[idx], self.text_padding[idx],
+                                  None if self.motion is None else self.motion[idx])
 
     @staticmethod
     def cat(items: list["MultimodalFeatures"]) -> "MultimodalFeatures":
+        motion = [i.motion for i in items]
+        if any(m is None for m in motion) and not all(m is None for m in motion):
+            raise ValueError("some rows carry motion cues and some do not")
         return MultimodalFeatures(
             torch.cat([i.cls for i in items]),
             torch.cat([i.patches for i in items]),
             torch.cat([i.text for i in items]),
             torch.cat([i.text_padding for i in items]),
+            None if motion[0] is None else torch.cat(motion),
         )
 
 
