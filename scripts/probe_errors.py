@@ -18,6 +18,10 @@ to 1 - J), so ``J + loss_share[c]`` is J had those frames been perfect. ``on_tar
 are also binned by the target's area, to tell mask precision from grounding (``on_target_J``
 and the bins are means over frames, not over expressions as J is).
 
+``prior_on_target`` asks whether the decoder or the prior lost the object: for each class of
+the frames where the target is visible, the share of frames where the MPG's prior M_p (Eq. 3,
+the prompt SAM 2 decoded the frame with) puts more mass on the target than on any other object.
+
     .venv/bin/python scripts/probe_errors.py --seed 777 --videos 30
 """
 
@@ -48,8 +52,8 @@ def classify(mask: np.ndarray, label: np.ndarray, target: int) -> str:
     return "on_target" if on[target] > 0 and on[target] == on.max() else "wrong_object"
 
 
-def summarise(frames: list[tuple[str, str, str, float, int]]) -> dict:
-    """``frames``: (expression key, expression type, class, J of the frame, target area)."""
+def summarise(frames: list[tuple]) -> dict:
+    """``frames``: (expression key, expression type, class, J of the frame, target area, ...)."""
     if not frames:
         raise ValueError("no frames to summarise (no videos, or no expressions)")
     keys = list(dict.fromkeys(f[0] for f in frames))
@@ -59,11 +63,12 @@ def summarise(frames: list[tuple[str, str, str, float, int]]) -> dict:
     share = dict.fromkeys(CLASSES, 0.0)
     count = dict.fromkeys(CLASSES, 0)
     for rows in per_expr.values():
-        for _, _, c, j, _ in rows:
+        for r in rows:
+            c, j = r[2], r[3]
             share[c] += (1.0 - j) / len(rows) / len(keys)
             count[c] += 1
     J = float(np.mean([np.mean([r[3] for r in rows]) for rows in per_expr.values()]))
-    on = [(j, a) for _, _, c, j, a in frames if c == "on_target"]
+    on = [(f[3], f[4]) for f in frames if f[2] == "on_target"]
     bins = {}
     for lo, hi in zip(AREA_BINS, AREA_BINS[1:] + (None,)):
         sel = [j for j, a in on if a >= lo and (hi is None or a < hi)]
@@ -78,27 +83,73 @@ def summarise(frames: list[tuple[str, str, str, float, int]]) -> dict:
     }
 
 
+def prior_pick(prior: np.ndarray, label: np.ndarray) -> int:
+    """The object id (0: none) on which ``prior`` [g, g] (a cell grid over the frame) puts the
+    most mass, each object weighted by how much of each cell it covers in ``label`` [H, W]."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = [int(i) for i in np.unique(label) if i]
+    if not ids:
+        return 0
+    lab = torch.from_numpy(label.astype(np.int64))
+    cover = F.adaptive_avg_pool2d(torch.stack([(lab == i).float() for i in ids])[None], prior.shape[-2:])[0]
+    mass = (cover * torch.as_tensor(np.ascontiguousarray(prior), dtype=torch.float32)).sum((1, 2))
+    return ids[int(mass.argmax())] if float(mass.max()) > 0 else 0
+
+
 def collect(checkpoint: str | None, *, seed: int, videos: int, window: int, presence_threshold: float | None,
-            synthetic=None) -> tuple[list[tuple[str, str, str, float, int]], object]:
+            synthetic=None) -> tuple[list[tuple[str, str, str, float, int, int | None]], object]:
     """Runs the streaming engine on videos ``0 .. videos-1`` of ``seed`` (what bench-accuracy
-    scores); returns every frame's (expression key, type, class, J, target area) and the pipeline."""
+    scores); returns every frame's (expression key, type, class, J, target area, prior on the
+    target: 1 / 0, None where the target is not visible or the model has no prior) and the
+    pipeline. The prior is read from the prompts the engine passes to ``track_step`` (the
+    objects of a frame are decoded as one batch, in command order)."""
     from mpg_sam2_ros.core.evaluation import region_similarity
     from mpg_sam2_ros.core.pipeline import load_pipeline
     from mpg_sam2_ros.core.segment import run_streaming
     from mpg_sam2_ros.training.synthetic import SyntheticConfig, generate_video
 
     pipe = load_pipeline(None, [], checkpoint)
+    model, priors = pipe.model, []
+    decode = model.track_step
+
+    def track_step(*args, **kwargs):  # the prompt's prior of each decoded frame
+        prior = kwargs["prompt"].prior
+        priors.append(None if prior is None else prior[:, 0].float().cpu().numpy())
+        return decode(*args, **kwargs)
+
+    model.track_step = track_step
     frames = []
-    for index in range(videos):
-        video = generate_video(seed, index, synthetic or SyntheticConfig())
-        res = run_streaming(pipe.model, pipe.tokenizer, list(video.frames), [e.text for e in video.expressions],
-                            window=window, policy={"presence_threshold": presence_threshold})
-        for k, expr in enumerate(video.expressions):
-            for i, label in enumerate(video.labels):
-                mask, tgt = res.masks[k, i], label == expr.target
-                frames.append((f"{video.name}/{k}", expr.type, classify(mask, label, expr.target),
-                               region_similarity(mask, tgt), int(tgt.sum())))
+    try:
+        for index in range(videos):
+            video = generate_video(seed, index, synthetic or SyntheticConfig())
+            priors.clear()
+            res = run_streaming(model, pipe.tokenizer, list(video.frames), [e.text for e in video.expressions],
+                                window=window, policy={"presence_threshold": presence_threshold})
+            if len(priors) != len(video.frames):
+                raise RuntimeError(f"{len(priors)} decodes for {len(video.frames)} frames: objects not batched together")
+            for k, expr in enumerate(video.expressions):
+                for i, label in enumerate(video.labels):
+                    mask, tgt = res.masks[k, i], label == expr.target
+                    on = None
+                    if priors[i] is not None and tgt.any():
+                        on = int(prior_pick(priors[i][k], label) == expr.target)
+                    frames.append((f"{video.name}/{k}", expr.type, classify(mask, label, expr.target),
+                                   region_similarity(mask, tgt), int(tgt.sum()), on))
+    finally:
+        del model.track_step  # the bound method again
     return frames, pipe
+
+
+def prior_on_target(frames: list[tuple]) -> dict:
+    """{class: share of its frames whose prior is on the target} over frames with a visible target."""
+    out = {}
+    for c in ("on_target", "wrong_object", "missed"):
+        on = [f[5] for f in frames if f[2] == c and f[5] is not None]
+        if on:
+            out[c] = {"frames": len(on), "prior_on_target": round(float(np.mean(on)), 4)}
+    return out
 
 
 def target_motions(seed: int, videos: int, synthetic=None) -> dict[str, str]:
@@ -145,8 +196,10 @@ def main() -> int:
            "videos": args.videos, "window": args.window,
            "presence_threshold": resolve_presence_threshold(args.presence_threshold, pipe.model),
            "all": summarise(frames)}
+    out["all"]["prior_on_target"] = prior_on_target(frames)
     for t in sorted({f[1] for f in frames}):
-        out[t] = summarise([f for f in frames if f[1] == t])
+        rows = [f for f in frames if f[1] == t]
+        out[t] = summarise(rows) | {"prior_on_target": prior_on_target(rows)}
     kinds = target_motions(args.seed, args.videos)
     if kinds:
         out["motion_by_target_motion"] = by_target_motion(frames, kinds)

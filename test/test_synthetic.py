@@ -206,6 +206,14 @@ def test_probe_errors_splits_what_j_loses():
     assert sum(s["frames_by_class"].values()) == s["frames"] == len(frames)
     assert sum(s["loss_share"].values()) == pytest.approx(100 - s["J"], abs=0.05)
     assert s["frames_by_class"]["on_target"] > 0 and s["frames_by_class"]["wrong_object"] > 0
+    visible = [f for f in frames if f[2] in ("on_target", "wrong_object", "missed")]
+    assert all(f[5] in (0, 1) for f in visible) and all(f[5] is None for f in frames if f not in visible)
+    on = probe.prior_on_target(frames)
+    assert sum(v["frames"] for v in on.values()) == len(visible)
+    grid = np.zeros((2, 2), np.float32)
+    grid[1, 1] = 1.0  # all the prior's mass on the cell over object 2
+    assert probe.prior_pick(grid, label) == 2 and probe.prior_pick(grid[::-1, ::-1], label) == 1
+    assert probe.prior_pick(np.zeros((2, 2), np.float32), label) == 0
     kinds = probe.target_motions(5, 2, syn)
     motion = [f for f in frames if f[1] == "motion"]
     assert set(kinds) == {f[0] for f in motion} and set(kinds.values()) <= set(MOTIONS)
