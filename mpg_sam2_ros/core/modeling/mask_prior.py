@@ -206,7 +206,7 @@ class MaskPriorGenerator(nn.Module):
         stem that reads motion from the pixels of a frame and its previous one
         (``pixel_motion``, added to the frame's patches; ``MPGConfig.motion_stem``; not in
         the paper).
-      block_flow: frames back (0: none) of the reference frame of ``block_motion``: each
+      block_flow: frames back (0: none) of the reference frame of ``flow_cues``: each
         patch's velocity against the camera by block matching, through a small MLP added to
         the frame's patches (``MPGConfig.block_flow``; not in the paper).
       block_flow_radius: its search radius in half-resolution pixels.
@@ -214,7 +214,7 @@ class MaskPriorGenerator(nn.Module):
         stride-8 features (``sam_channels`` of them) in ``sam_block`` x ``sam_block`` blocks,
         one per BEiT-3 patch (``sam_patches``, added to the frame's patches;
         ``MPGConfig.sam_stem``; not in the paper).
-      block_scale: frames back (0: none) of the reference frame of ``scale_motion``: each
+      block_scale: frames back (0: none) of the reference frame of ``scale_cues``: each
         patch's growth against the camera by scale matching, through a small MLP added to the
         frame's patches (``MPGConfig.block_scale``; not in the paper).
       motion_readout: M_p's logit gets a term linear in each cell's raw motion cues
@@ -368,18 +368,6 @@ class MaskPriorGenerator(nn.Module):
             raise ValueError("this MPG has no projection for these cues")
         out = proj(cues.to(proj[0].weight.dtype))
         return out * (gaps.to(out.device) > 0)[:, None, None].to(out.dtype)
-
-    def block_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-        """``block_flow``: [B, N, D] motion features (``flow_cues`` through ``flow_proj``)."""
-        if self.flow_proj is None:
-            raise ValueError("this MPG has no block flow (mpg.block_flow)")
-        return self.cue_features(self.flow_proj, self.flow_cues(images, reference, gaps), gaps)
-
-    def scale_motion(self, images: torch.Tensor, reference: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-        """``block_scale``: [B, N, D] growth features (``scale_cues`` through ``scale_proj``)."""
-        if self.scale_proj is None:
-            raise ValueError("this MPG has no block scale (mpg.block_scale)")
-        return self.cue_features(self.scale_proj, self.scale_cues(images, reference, gaps), gaps)
 
     @property
     def readout_size(self) -> int:

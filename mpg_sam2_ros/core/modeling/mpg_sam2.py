@@ -116,21 +116,16 @@ class FrameOutput:
         return self.heads.object_score_logits
 
 
-def _row_gaps(gaps, rows: int) -> torch.Tensor:
-    """[rows] ``gaps`` (one, or one per row) broadcast to the rows."""
-    return torch.as_tensor(gaps).reshape(-1).expand(rows)
-
-
-def _matched(match, name: str, images: torch.Tensor, reference: torch.Tensor, gaps) -> torch.Tensor:
-    """[B, N, k] ``match(images, reference, gaps)`` (the MPG's block flow or block scale cues),
-    with ``gaps`` broadcast to the rows; rows that are one frame repeated (``expand``: one
+def _matched(match, name: str, images: torch.Tensor, reference: torch.Tensor, gaps) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, N, k] ``match(images, reference, gaps)`` (the MPG's block flow or block scale cues),
+    [B] ``gaps`` broadcast to the rows); rows that are one frame repeated (``expand``: one
     frame, several commands) are matched once."""
     if gaps is None:
         raise ValueError(f"{name} needs the gap of each reference frame")
-    gaps = _row_gaps(gaps, len(images))
+    gaps = torch.as_tensor(gaps).reshape(-1).expand(len(images))
     if len(images) > 1 and images.stride(0) == 0 and reference.stride(0) == 0:
-        return match(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1)
-    return match(images, reference, gaps)
+        return match(images[:1], reference[:1], gaps[:1]).expand(len(images), -1, -1), gaps
+    return match(images, reference, gaps), gaps
 
 
 class MPGSAM2(nn.Module):
@@ -223,11 +218,11 @@ class MPGSAM2(nn.Module):
         mpg = self.mask_prior
         flow = scale = None
         if reference is not None and mpg.flow_proj is not None:
-            flow = _matched(mpg.flow_cues, "block flow", images, reference, gaps)
-            mm.patches = mm.patches + mpg.cue_features(mpg.flow_proj, flow, _row_gaps(gaps, len(images))).to(mm.patches.dtype)
+            flow, rows = _matched(mpg.flow_cues, "block flow", images, reference, gaps)
+            mm.patches = mm.patches + mpg.cue_features(mpg.flow_proj, flow, rows).to(mm.patches.dtype)
         if scale_reference is not None and mpg.scale_proj is not None:
-            scale = _matched(mpg.scale_cues, "block scale", images, scale_reference, scale_gaps)
-            mm.patches = mm.patches + mpg.cue_features(mpg.scale_proj, scale, _row_gaps(scale_gaps, len(images))).to(mm.patches.dtype)
+            scale, rows = _matched(mpg.scale_cues, "block scale", images, scale_reference, scale_gaps)
+            mm.patches = mm.patches + mpg.cue_features(mpg.scale_proj, scale, rows).to(mm.patches.dtype)
         if flow is not None and mpg.motion_head is not None:
             mm.motion = mpg.readout_cues(flow, scale)
         if image_features is not None and self.mask_prior.sam_stem is not None:
