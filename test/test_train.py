@@ -649,6 +649,32 @@ def test_motion_words_ask_the_motion_stem_under_the_target_for_the_words(split, 
     assert _train("--config", str(no_stem), "--out", str(tmp_path / "n")) != 0
 
 
+def test_bf16_training_calls_no_loss_that_cuda_autocast_refuses(split, tmp_path, monkeypatch):
+    """CUDA's bf16 autocast raises on F.binary_cross_entropy / nn.BCELoss (they take probabilities);
+    CPU autocast lets them through, so a CPU test alone missed it and the first bf16 run on a GPU
+    (session 20) stopped at step 1 in the prior loss. Here both refuse as they do under CUDA autocast,
+    and one bf16 step with every loss term on (prior, words, presence, IoU) must still run; the
+    written-out prior BCE equals the library's outside autocast."""
+    from mpg_sam2_ros.training.losses import prior_loss
+
+    prior = torch.rand(2, 3, 1, 4, 4)
+    target = (torch.rand(2, 3, 16, 16) > 0.6).float()
+    cover = torch.nn.functional.adaptive_avg_pool2d(target.flatten(0, 1)[:, None], 4).reshape(prior.shape)
+    expected = torch.nn.functional.binary_cross_entropy(prior.clamp(1e-6, 1 - 1e-6), cover)
+    torch.testing.assert_close(prior_loss(prior, target), expected)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast")
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy", refuse)
+    monkeypatch.setattr(torch.nn.BCELoss, "forward", refuse)
+    recipe = _recipe(tmp_path / "b.yaml", split, steps=1, checkpoint_every=1, log_every=1, precision="bf16",
+                     loss={"prior": 1.0, "prior_dice": 1.0, "words": 0.1, "presence": 1.0, "iou": 1.0})
+    assert _train("--config", str(recipe), "--out", str(tmp_path / "b")) == 0
+    _, rows = _log_rows(tmp_path / "b")
+    assert float(rows[0]["prior"]) > 0 and math.isfinite(float(rows[0]["total"]))
+
+
 def test_prior_losses_and_the_stage_validation():
     from mpg_sam2_ros.training.config import ConfigError
     from mpg_sam2_ros.training.losses import prior_dice_loss, prior_loss

@@ -137,9 +137,15 @@ def _prior_cover(prior: Tensor, target: Tensor) -> Tensor:
 def prior_loss(prior: Tensor, target: Tensor) -> Tensor:
     """Auxiliary loss on the mask prior M_p of Eq. 3 (see ``LossConfig.prior``): BCE between
     the prior probabilities [B, T, 1, g, g] and the fraction of each grid cell the ground truth
-    covers (target [B, T, S, S] average-pooled to g x g), mean over all cells."""
+    covers (target [B, T, S, S] average-pooled to g x g), mean over all cells.
+
+    Written out rather than ``F.binary_cross_entropy``: CUDA's bf16 autocast refuses that function
+    (it takes probabilities, unsafe in half precision) and stopped ``precision: bf16`` runs at their
+    first step on the GPU (session 20). With p clamped to [1e-6, 1 - 1e-6] the logs stay above -14,
+    so this equals the library's BCE (which clamps its logs at -100)."""
     p = prior.float().clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(p, _prior_cover(prior, target))
+    t = _prior_cover(prior, target)
+    return -(t * p.log() + (1 - t) * torch.log1p(-p)).mean()
 
 
 def prior_dice_loss(prior: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
