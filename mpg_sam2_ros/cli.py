@@ -144,7 +144,7 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presence-threshold", type=float, default=None, metavar="P",
                    help="an object counts as present, and its mask is shown, where its presence probability "
                         "(sigmoid of the object score) exceeds P, in [0.5, 1) (0.5: SAM 2's own rule); "
-                        "default: the model's own (calibrated in the bundled model's file, 0.5 where none is)")
+                        "default: the model's own (stored in its file, as in the bundled model; 0.5 where none is)")
 
 
 def _policy(args: argparse.Namespace) -> dict[str, float]:

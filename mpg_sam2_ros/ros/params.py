@@ -49,8 +49,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("reanchor_every", 0, "Restart each object's SAM 2 memory every N frames; 0: never. Changing it restarts "
               "the stream.", low=0, high=100000),
     ParamSpec("presence_threshold", 0.0, "An object is present, and its mask published, where its presence probability "
-              "is above this (0.5 .. 0.999); 0.0: the model's own (calibrated in the bundled model, 0.5 for a model "
-              "without one). 0.5 is SAM 2's own rule, higher gives fewer masks where the object is absent and more "
+              "is above this (0.5 .. 0.999); 0.0: the model's own (stored in its file, as in the bundled model; 0.5 "
+              "for a model without one). 0.5 is SAM 2's own rule, higher gives fewer masks where the object is absent and more "
               "missed frames. Changing it restarts the stream.", low=0.0, high=0.999),
     ParamSpec("mask_threshold", 0.0, "Mask logit threshold (0.0 = probability 0.5).", low=-20.0, high=20.0),
     ParamSpec("max_image_side", 1280, "Frames with a longer side are downscaled for the model; masks are scaled back.",
